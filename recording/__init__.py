@@ -1,0 +1,1 @@
+"""Recording, the event log, the library, replay and export (issue #6)."""

@@ -1,0 +1,92 @@
+"""The app factory: one aiohttp application with the Socket.IO server attached."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import socketio
+from aiohttp import web
+
+from rooms.presence import MemoryPresence, NodeInfo, PresenceStore
+from rooms.presence_redis import RedisPresence
+from rooms.service import RoomService
+from signaling import __version__, http_api
+from signaling.metrics import Metrics
+from signaling.namespace import RoomNamespace
+from signaling.node import NODE, Node
+from signaling.settings import Settings
+
+log = logging.getLogger("orbridge")
+
+# Engine.IO refuses (and closes the connection on) messages above this; the event gate
+# answers smaller but still oversized payloads with `payload_too_large`.
+ENGINEIO_MAX_BYTES = 1024 * 1024
+
+
+def build_presence(settings: Settings) -> PresenceStore:
+    ttl_ms = int(settings.presence_ttl * 1000)
+    if settings.redis_url:
+        return RedisPresence(settings.redis_url, ttl_ms, prefix=settings.redis_prefix)
+    return MemoryPresence(ttl_ms)
+
+
+def create_app(settings: Settings) -> web.Application:
+    secret = settings.resolved_secret()
+    presence = build_presence(settings)
+    info = NodeInfo(
+        node_id=settings.node_id,
+        address=settings.base_url,
+        started_at=int(time.time() * 1000),
+        version=__version__,
+    )
+    rooms = RoomService(presence, info, settings.heartbeat_interval)
+    manager = None
+    if settings.redis_url:
+        # Broadcasts reach clients on every node through Redis pub/sub.
+        manager = socketio.AsyncRedisManager(
+            settings.redis_url, channel=f"{settings.redis_prefix}socketio"
+        )
+    origins = settings.cors_allowed_origins or None  # None: same origin only
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        client_manager=manager,
+        cors_allowed_origins=origins,
+        max_http_buffer_size=ENGINEIO_MAX_BYTES,
+        ping_interval=10,
+        ping_timeout=10,
+        logger=False,
+        engineio_logger=False,
+    )
+    metrics = Metrics()
+    namespace = RoomNamespace(settings, secret, rooms, metrics)
+    rooms.bind(namespace)
+    sio.register_namespace(namespace)
+
+    app = web.Application(client_max_size=ENGINEIO_MAX_BYTES)
+    sio.attach(app)
+    node = Node(settings, secret, info, presence, rooms, sio, namespace, metrics)
+    app[NODE] = node
+    http_api.add_routes(app)
+
+    async def start(_: web.Application) -> None:
+        await presence.start()
+        await rooms.start()
+        log.info(
+            "node %s serving on %s (presence: %s)",
+            info.node_id,
+            settings.base_url,
+            presence.backend,
+        )
+
+    async def shutdown(_: web.Application) -> None:
+        log.info("shutting down: telling %d connections", len(namespace.claims))
+        await namespace.shutdown()
+
+    async def cleanup(_: web.Application) -> None:
+        await presence.close()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(shutdown)
+    app.on_cleanup.append(cleanup)
+    return app

@@ -1,0 +1,153 @@
+"""The `orbridge` command: serve, token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rooms.roles import Grant, Role
+from signaling import tokens
+from signaling.settings import Settings, SettingsError, load_settings
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML settings file (or ORBRIDGE_CONFIG)")
+    parser.add_argument("--secret", help="token signing secret (or ORBRIDGE_SECRET)")
+    parser.add_argument("--data-dir", dest="data_dir", help="where the generated secret is kept")
+    parser.add_argument(
+        "--public-url", dest="public_url", help="base URL printed in join links (behind a proxy)"
+    )
+
+
+def _serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the orbridge server")
+    _settings_flags(p)
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    p.add_argument(
+        "--redis", dest="redis_url", help="redis://host:port/db for presence and cross-node fan-out"
+    )
+    p.add_argument("--node-id", dest="node_id", help="this node's name in presence")
+    p.add_argument("--presence-ttl", dest="presence_ttl", type=float, help="seconds (<= 15)")
+    p.add_argument("--heartbeat-interval", dest="heartbeat_interval", type=float, help="seconds")
+    p.add_argument("--log-format", dest="log_format", choices=["text", "json"])
+    p.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--api-key", dest="api_keys", action="append", help="API key for /api (repeatable)"
+    )
+
+
+def _token_parser(sub: Any) -> None:
+    p = sub.add_parser("token", help="mint a join token and print the browser join URL")
+    _settings_flags(p)
+    p.add_argument("--room", required=True)
+    p.add_argument("--role", required=True, choices=[r.value for r in Role])
+    p.add_argument("--name", required=True, help='display name, e.g. "Dr Wang"')
+    p.add_argument("--identity", help="stable participant id (default: generated)")
+    p.add_argument("--ttl", default="2h", help="lifetime: 90s, 15m, 2h, 1d (default 2h)")
+    p.add_argument(
+        "--grant",
+        action="append",
+        default=[],
+        choices=[g.value for g in Grant],
+        help="an optional grant on top of the role's defaults (e.g. publish_video for an expert)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orbridge", description="Real-time surgical teleconsultation server"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    _token_parser(sub)
+    return parser
+
+
+def _load(args: argparse.Namespace, fields: Sequence[str]) -> Settings:
+    flags = {name: getattr(args, name, None) for name in fields}
+    return load_settings(flags=flags, config_file=args.config)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from signaling.app import create_app
+    from signaling.logs import setup_logging
+
+    settings = _load(
+        args,
+        [
+            "secret", "data_dir", "public_url", "host", "port", "redis_url", "node_id",
+            "presence_ttl", "heartbeat_interval", "log_format", "log_level", "api_keys",
+        ],
+    )  # fmt: skip
+    setup_logging(settings.log_format, settings.log_level)
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    app = create_app(settings)
+    log = logging.getLogger("orbridge")
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_grace,
+            print=None,
+            access_log=None,
+        )
+    except OSError as exc:
+        log.error("cannot serve: %s", exc)
+        return 1
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    import json
+
+    settings = _load(args, ["secret", "data_dir", "public_url"])
+    try:
+        ttl = tokens.parse_ttl(args.ttl)
+        token = tokens.mint(
+            settings.resolved_secret(),
+            room=args.room,
+            role=Role(args.role),
+            name=args.name,
+            identity=args.identity,
+            ttl_s=ttl,
+            extra_grants={Grant(g) for g in args.grant},
+        )
+    except ValueError as exc:
+        print(f"orbridge token: {exc}", file=sys.stderr)
+        return 2
+    url = tokens.join_url(settings.base_url, args.room, token)
+    if args.json:
+        print(json.dumps({"token": token, "url": url}))
+    else:
+        print(f"token: {token}\nurl:   {url}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return cmd_serve(args)
+        return cmd_token(args)
+    except SettingsError as exc:
+        print(f"orbridge: bad settings: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

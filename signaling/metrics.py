@@ -1,0 +1,59 @@
+"""Prometheus metrics: counters for what happens, gauges read from presence at scrape time."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from rooms.presence import PresenceStore
+from rooms.roles import Role
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "orbridge_events",
+            "Socket.IO events received, by type",
+            ["event"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "orbridge_errors",
+            "Errors answered to clients, by code",
+            ["code"],
+            registry=self.registry,
+        )
+        self.rooms = Gauge(
+            "orbridge_rooms",
+            "Rooms with at least one participant (cluster-wide)",
+            registry=self.registry,
+        )
+        self.participants = Gauge(
+            "orbridge_participants",
+            "Participants by role (cluster-wide)",
+            ["role"],
+            registry=self.registry,
+        )
+        self.connections = Gauge(
+            "orbridge_node_connections",
+            "Socket.IO connections on this node",
+            registry=self.registry,
+        )
+        self.presence_up = Gauge(
+            "orbridge_presence_up", "1 when the presence backend answers", registry=self.registry
+        )
+        self.nodes = Gauge("orbridge_nodes", "Live nodes in the cluster", registry=self.registry)
+
+    async def render(self, presence: PresenceStore, connections: int) -> bytes:
+        self.connections.set(connections)
+        up = await presence.ping()
+        self.presence_up.set(1 if up else 0)
+        if up:
+            summaries = await presence.rooms()
+            self.rooms.set(len(summaries))
+            for role in Role:
+                self.participants.labels(role.value).set(
+                    sum(s.by_role.get(role.value, 0) for s in summaries)
+                )
+            self.nodes.set(len(await presence.nodes()))
+        return generate_latest(self.registry)

@@ -1,0 +1,29 @@
+"""Everything one orbridge process serves with, kept on the aiohttp app under NODE."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import socketio
+from aiohttp import web
+
+from rooms.presence import NodeInfo, PresenceStore
+from rooms.service import RoomService
+from signaling.metrics import Metrics
+from signaling.namespace import RoomNamespace
+from signaling.settings import Settings
+
+
+@dataclass
+class Node:
+    settings: Settings
+    secret: str
+    info: NodeInfo
+    presence: PresenceStore
+    rooms: RoomService
+    sio: socketio.AsyncServer
+    namespace: RoomNamespace
+    metrics: Metrics
+
+
+NODE = web.AppKey("orbridge", Node)

@@ -1,0 +1,135 @@
+"""One settings object, fed by (lowest first) defaults, a TOML file, ORBRIDGE_* environment
+variables and command-line flags."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import tomllib
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "ORBRIDGE_"
+MIN_SECRET_LENGTH = 32
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "orbridge"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = None  # the base URL printed in join links; default http://host:port
+    redis_url: str | None = None
+    redis_prefix: str = "orbridge:"
+    secret: str | None = Field(None, repr=False)
+    data_dir: Path = Field(default_factory=default_data_dir)
+    api_keys: list[str] = Field(default_factory=list, repr=False)
+    node_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+    presence_ttl: float = Field(10.0, gt=0, le=15.0)  # seconds
+    heartbeat_interval: float = Field(3.0, gt=0)  # seconds
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_event_bytes: int = Field(64 * 1024, ge=1024)  # largest Socket.IO event payload accepted
+    event_rate: float = Field(50.0, gt=0)  # events per second per connection, sustained
+    event_burst: int = Field(100, ge=1)
+    cors_allowed_origins: list[str] | str = Field(default_factory=list)
+    shutdown_grace: float = Field(2.0, ge=0)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < MIN_SECRET_LENGTH:
+            raise ValueError(f"the secret must have at least {MIN_SECRET_LENGTH} characters")
+        return value
+
+    @field_validator("heartbeat_interval")
+    @classmethod
+    def _heartbeat_below_ttl(cls, value: float, info: Any) -> float:
+        ttl = info.data.get("presence_ttl")
+        if ttl is not None and value >= ttl:
+            raise ValueError("heartbeat_interval must be shorter than presence_ttl")
+        return value
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def resolved_secret(self) -> str:
+        """The signing secret: configured, or generated once and kept in the data directory."""
+        if self.secret:
+            return self.secret
+        return load_or_create_secret(self.data_dir)
+
+
+def load_or_create_secret(data_dir: Path) -> str:
+    path = data_dir / "secret"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    value = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+_LIST_FIELDS = {"api_keys", "cors_allowed_origins"}
+
+
+def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None or raw == "":
+            continue
+        values[name] = (
+            [v.strip() for v in raw.split(",") if v.strip()] if name in _LIST_FIELDS else raw
+        )
+    return values
+
+
+class SettingsError(Exception):
+    pass
+
+
+def load_settings(
+    flags: dict[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    environ = dict(os.environ if environ is None else environ)
+    merged: dict[str, Any] = {}
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        try:
+            with open(config_file, "rb") as handle:
+                merged.update(tomllib.load(handle))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"cannot read config file {config_file}: {exc}") from exc
+    merged.update(_from_env(environ))
+    merged.update({k: v for k, v in (flags or {}).items() if v is not None})
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SettingsError(problems) from exc
