@@ -56,6 +56,11 @@ class PresenceKey:
     sid: str
 
 
+def join_order(participant: Participant) -> tuple[int, str]:
+    """Participants are listed by join time; ties (same millisecond) by identity."""
+    return (participant.joined_at, participant.identity)
+
+
 def summarize(room: str, members: Sequence[Participant]) -> RoomSummary:
     roles = Counter(p.role.value for p in members)
     return RoomSummary(room=room, participants=len(members), by_role=dict(sorted(roles.items())))
@@ -163,7 +168,6 @@ class MemoryPresence(PresenceStore):
     async def add(self, participant: Participant) -> Participant | None:
         previous = self._live(participant.room, participant.identity)
         members = self._rooms.setdefault(participant.room, {})
-        members.pop(participant.identity, None)  # re-insert so join order holds
         members[participant.identity] = (participant, self._now() + self.ttl_ms)
         return previous
 
@@ -201,7 +205,8 @@ class MemoryPresence(PresenceStore):
 
     async def participants(self, room: str) -> list[Participant]:
         now = self._now()
-        return [p for p, deadline in self._rooms.get(room, {}).values() if deadline > now]
+        members = [p for p, deadline in self._rooms.get(room, {}).values() if deadline > now]
+        return sorted(members, key=join_order)
 
     async def rooms(self) -> list[RoomSummary]:
         summaries = []

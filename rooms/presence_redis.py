@@ -23,7 +23,14 @@ from collections.abc import Iterable
 import redis.asyncio as redis_async
 
 from rooms.participant import Participant
-from rooms.presence import NodeInfo, PresenceKey, PresenceStore, RoomSummary, summarize
+from rooms.presence import (
+    NodeInfo,
+    PresenceKey,
+    PresenceStore,
+    RoomSummary,
+    join_order,
+    summarize,
+)
 
 _NOW = """
 local t = redis.call('TIME')
@@ -122,7 +129,7 @@ return claimed
 """
 )
 
-# KEYS: alive, data. Live records of one room, in join order.
+# KEYS: alive, data. Live records of one room.
 _LIVE = (
     _NOW
     + """
@@ -277,7 +284,7 @@ class RedisPresence(PresenceStore):
 
     async def participants(self, room: str) -> list[Participant]:
         raws = await self._live(keys=[self._alive(room), self._data(room)])
-        return [Participant.from_json(raw) for raw in raws if raw]
+        return sorted((Participant.from_json(raw) for raw in raws if raw), key=join_order)
 
     async def _room_names(self) -> list[str]:
         return list(await self._live_rooms(keys=[self._rooms_key]))

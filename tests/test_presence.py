@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 
@@ -14,6 +15,7 @@ from rooms.presence_redis import RedisPresence
 from rooms.roles import DEFAULT_GRANTS, Role
 
 TTL_MS = 600
+_clock = itertools.count(int(time.time() * 1000))
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -39,7 +41,7 @@ def person(identity: str, room: str = "r1", sid: str | None = None, role: Role =
         grants=DEFAULT_GRANTS[role],
         node=node,
         sid=sid or f"sid-{identity}",
-        joined_at=int(time.time() * 1000),
+        joined_at=next(_clock),  # distinct, increasing: join order is by this
     )
 
 
