@@ -74,7 +74,7 @@ def ceiling(role: Role) -> frozenset[Grant]:
 
 def resolve_grants(role: Role, extra: set[Grant] | None = None) -> frozenset[Grant]:
     """The defaults of a role plus optional extras; extras beyond the ceiling are refused."""
-    extra = set(extra or ())
+    extra = {Grant(g) for g in extra or ()}
     beyond = extra - ceiling(role)
     if beyond:
         names = ", ".join(sorted(beyond))

@@ -26,7 +26,9 @@ class RoomListener(Protocol):
 
     async def participant_left(self, participant: Participant, reason: str) -> None: ...
 
-    async def participant_superseded(self, participant: Participant) -> None: ...
+    async def participant_superseded(self, participant: Participant) -> None:
+        """Another connection took this identity: close this one (and drop it from `local`)."""
+        ...
 
 
 def key_of(participant: Participant) -> PresenceKey:
@@ -89,8 +91,7 @@ class RoomService:
             raise DomainError("already_joined", "this connection has already joined a room")
         replaced = await self.presence.add(participant)
         self.local[participant.sid] = participant
-        if replaced is not None:
-            self.local.pop(replaced.sid, None)
+        # A replaced connection stays in `local` until the listener evicts it.
         members = await self.presence.participants(participant.room)
         return members, replaced
 
@@ -144,7 +145,6 @@ class RoomService:
                 await self.presence.add(participant)
                 await self.listener.participant_joined(participant)
             elif holder.sid != key.sid:
-                self.local.pop(key.sid, None)
                 await self.listener.participant_superseded(participant)
         for participant in await self.presence.reap():
             if participant.sid in self.local:

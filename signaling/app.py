@@ -8,10 +8,14 @@ import time
 import socketio
 from aiohttp import web
 
+from media.ice import configure_candidate_addresses
+from media.router import MediaConfig, MediaRouter
+from media.tap import install_tap
 from rooms.presence import MemoryPresence, NodeInfo, PresenceStore
 from rooms.presence_redis import RedisPresence
 from rooms.service import RoomService
 from signaling import __version__, http_api
+from signaling.media_events import MediaEvents, SocketSignals
 from signaling.metrics import Metrics
 from signaling.namespace import RoomNamespace
 from signaling.node import NODE, Node
@@ -29,6 +33,24 @@ def build_presence(settings: Settings) -> PresenceStore:
     if settings.redis_url:
         return RedisPresence(settings.redis_url, ttl_ms, prefix=settings.redis_prefix)
     return MemoryPresence(ttl_ms)
+
+
+def build_media(settings: Settings, namespace: RoomNamespace) -> MediaRouter:
+    # Process-wide aiortc hooks: forward encoded frames (never decode), and gather ICE
+    # candidates only on the configured addresses (never a public STUN server by default).
+    install_tap("passthrough")
+    configure_candidate_addresses(settings.candidate_addresses(), settings.announced_address)
+    config = MediaConfig(
+        video_codec=settings.video_codec,
+        stun_urls=tuple(settings.stun_urls),
+        turn_urls=tuple(settings.turn_urls),
+        turn_username=settings.turn_username,
+        turn_credential=settings.turn_credential,
+        queue_size=settings.subscriber_queue,
+    )
+    router = MediaRouter(config, SocketSignals(namespace))
+    MediaEvents(namespace, router)
+    return router
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -61,11 +83,12 @@ def create_app(settings: Settings) -> web.Application:
     metrics = Metrics()
     namespace = RoomNamespace(settings, secret, rooms, metrics)
     rooms.bind(namespace)
+    router = build_media(settings, namespace)
     sio.register_namespace(namespace)
 
     app = web.Application(client_max_size=ENGINEIO_MAX_BYTES)
     sio.attach(app)
-    node = Node(settings, secret, info, presence, rooms, sio, namespace, metrics)
+    node = Node(settings, secret, info, presence, rooms, sio, namespace, metrics, router)
     app[NODE] = node
     http_api.add_routes(app)
 

@@ -36,6 +36,22 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--heartbeat-interval", dest="heartbeat_interval", type=float, help="seconds")
     p.add_argument("--log-format", dest="log_format", choices=["text", "json"])
     p.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--video-codec", dest="video_codec", choices=["VP8", "H264"])
+    p.add_argument(
+        "--ice-address",
+        dest="ice_addresses",
+        action="append",
+        help="local address for WebRTC candidates (repeatable; default: the listen address)",
+    )
+    p.add_argument(
+        "--announced-address",
+        dest="announced_address",
+        help="public address written into WebRTC candidates (behind NAT)",
+    )
+    p.add_argument("--stun", dest="stun_urls", action="append", help="stun:host:port (repeatable)")
+    p.add_argument("--turn", dest="turn_urls", action="append", help="turn:host:port (repeatable)")
+    p.add_argument("--turn-username", dest="turn_username")
+    p.add_argument("--turn-credential", dest="turn_credential")
     p.add_argument(
         "--api-key", dest="api_keys", action="append", help="API key for /api (repeatable)"
     )
@@ -85,6 +101,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         [
             "secret", "data_dir", "public_url", "host", "port", "redis_url", "node_id",
             "presence_ttl", "heartbeat_interval", "log_format", "log_level", "api_keys",
+            "video_codec", "ice_addresses", "announced_address", "stun_urls", "turn_urls",
+            "turn_username", "turn_credential",
         ],
     )  # fmt: skip
     setup_logging(settings.log_format, settings.log_level)

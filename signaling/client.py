@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
@@ -19,6 +20,8 @@ SERVER_EVENTS = (
     "participant_updated",
     "removed",
     "server_shutdown",
+    "track_published",
+    "track_ended",
 )
 
 
@@ -55,6 +58,10 @@ class RoomClient:
                 queue.get_nowait()
             queue.put_nowait(data)
 
+        self.sio.on(name, handler)
+
+    def on(self, name: str, handler: Callable[[Any], Awaitable[None]]) -> None:
+        """Handle `name` events with `handler` instead of queueing them."""
         self.sio.on(name, handler)
 
     async def _on_connect_error(self, data: Any) -> None:

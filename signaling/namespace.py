@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
@@ -48,6 +49,11 @@ class RoomNamespace(socketio.AsyncNamespace):
         self.buckets: dict[str, TokenBucket] = {}
         self.events: dict[str, EventSpec] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        # Capabilities (media, vitals, ...) hook into the room's life cycle here.
+        self.join_hooks: list[Callable[[Participant], Awaitable[None]]] = []
+        self.leave_hooks: list[Callable[[Participant, str], Awaitable[None]]] = []
+        self.snapshot_parts: list[Callable[[Participant], dict[str, Any]]] = []
+        self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         for spec in (
             EventSpec("join", schemas.Join, self.on_join_event, needs_join=False),
             EventSpec("leave", schemas.Empty, self.on_leave_event),
@@ -127,6 +133,9 @@ class RoomNamespace(socketio.AsyncNamespace):
         self.claims.pop(sid, None)
         self.buckets.pop(sid, None)
         self.metrics.connections.set(len(self.claims))
+        local = self.rooms.participant(sid)
+        if local is not None:
+            await self._left(local, "disconnected")
         try:
             participant = await self.rooms.leave(sid)
         except Exception as exc:  # presence outage: the record will expire on its own
@@ -134,6 +143,14 @@ class RoomNamespace(socketio.AsyncNamespace):
             return
         if participant is not None:
             await self.participant_left(participant, "disconnected")
+
+    async def _left(self, participant: Participant, reason: str) -> None:
+        """A connection of this node is no longer in its room (whatever the reason)."""
+        for hook in self.leave_hooks:
+            try:
+                await hook(participant, reason)
+            except Exception:
+                log.exception("leave hook failed for %s", participant.identity)
 
     # handlers ---------------------------------------------------------------------
     async def on_join_event(self, sid: str, message: schemas.Join) -> dict[str, Any]:
@@ -155,11 +172,16 @@ class RoomNamespace(socketio.AsyncNamespace):
         if replaced is not None:
             await self._evict(replaced, "duplicate_identity")
         await self.enter_room(sid, sio_room(claims.room))
+        for hook in self.join_hooks:
+            await hook(participant)
         await self.participant_joined(participant, skip_sid=sid)
         log.info("%s (%s) joined room %s", claims.identity, claims.role.value, claims.room)
         return self._snapshot(participant, members)
 
     async def on_leave_event(self, sid: str, message: schemas.Empty) -> None:
+        local = self.rooms.participant(sid)
+        if local is not None:
+            await self._left(local, "left")
         participant = await self.rooms.leave(sid)
         if participant is None:
             return
@@ -225,7 +247,9 @@ class RoomNamespace(socketio.AsyncNamespace):
         self, participant: Participant, reason: str, by: str | None = None, note: str = ""
     ) -> None:
         """Tell a connection (on any node) why it is being closed, then close it."""
-        self.rooms.local.pop(participant.sid, None)
+        local = self.rooms.local.pop(participant.sid, None)
+        if local is not None:
+            await self._left(local, reason)
         notice: dict[str, Any] = {"reason": reason}
         if by:
             notice["by"] = by
@@ -248,19 +272,24 @@ class RoomNamespace(socketio.AsyncNamespace):
             return "unknown"
 
     def _snapshot(self, me: Participant, members: list[Participant]) -> dict[str, Any]:
-        return {
+        snapshot = {
             "room": me.room,
             "node": self.rooms.node.node_id,
             "self": me.public(),
             "participants": [p.public() for p in members],
             "server_time": int(time.time() * 1000),
         }
+        for part in self.snapshot_parts:
+            snapshot.update(part(me))
+        return snapshot
 
     async def shutdown(self) -> None:
         """Clean shutdown: tell everyone here, remove their presence, close their sockets."""
         sids = list(self.claims)
         for sid in sids:
             await self.emit("server_shutdown", {"reason": "server_shutdown"}, to=sid)
+        for hook in self.shutdown_hooks:
+            await hook()
         for participant in await self.rooms.stop():
             await self.participant_left(participant, "server_shutdown")
         for sid in sids:

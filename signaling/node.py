@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import socketio
 from aiohttp import web
 
+from media.router import MediaRouter
 from rooms.presence import NodeInfo, PresenceStore
 from rooms.service import RoomService
 from signaling.metrics import Metrics
@@ -24,6 +25,7 @@ class Node:
     sio: socketio.AsyncServer
     namespace: RoomNamespace
     metrics: Metrics
+    media: MediaRouter
 
 
 NODE = web.AppKey("orbridge", Node)

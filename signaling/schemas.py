@@ -50,3 +50,36 @@ class Update(Message):
 class RemoveParticipant(Message):
     identity: Identity
     reason: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
+# media (issue #3) ------------------------------------------------------------------------
+MAX_SDP = 48 * 1024
+Sdp = Annotated[str, StringConstraints(min_length=10, max_length=MAX_SDP)]
+Mid = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+TrackId = Annotated[str, StringConstraints(pattern=r"^TR_[0-9a-f]{12}$")]
+Source = Literal["laparoscope", "room-camera", "microphone", "screen", "camera"]
+
+
+class TrackSource(Message):
+    mid: Mid
+    source: Source
+
+
+class Publish(Message):
+    sdp: Sdp
+    tracks: Annotated[list[TrackSource], Field(max_length=8)] = Field(default_factory=list)
+
+    @field_validator("tracks")
+    @classmethod
+    def _unique_mids(cls, tracks: list[TrackSource]) -> list[TrackSource]:
+        if len({t.mid for t in tracks}) != len(tracks):
+            raise ValueError("each mid may appear once")
+        return tracks
+
+
+class Unpublish(Message):
+    track_ids: Annotated[list[TrackId], Field(max_length=8)] | None = None
+
+
+class SubscriberAnswer(Message):
+    sdp: Sdp

@@ -3,6 +3,7 @@ variables and command-line flags."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
@@ -43,6 +44,15 @@ class Settings(BaseModel):
     event_burst: int = Field(100, ge=1)
     cors_allowed_origins: list[str] | str = Field(default_factory=list)
     shutdown_grace: float = Field(2.0, ge=0)
+    # media (WebRTC)
+    video_codec: Literal["VP8", "H264"] = "VP8"
+    ice_addresses: list[str] = Field(default_factory=list)  # default: the listen host if specific
+    announced_address: str | None = None  # public address written into candidates (NAT)
+    stun_urls: list[str] = Field(default_factory=list)
+    turn_urls: list[str] = Field(default_factory=list)
+    turn_username: str | None = None
+    turn_credential: str | None = Field(None, repr=False)
+    subscriber_queue: int = Field(30, ge=2, le=600)  # frames buffered per subscriber
 
     @field_validator("secret")
     @classmethod
@@ -58,6 +68,25 @@ class Settings(BaseModel):
         if ttl is not None and value >= ttl:
             raise ValueError("heartbeat_interval must be shorter than presence_ttl")
         return value
+
+    @field_validator("ice_addresses", "announced_address")
+    @classmethod
+    def _ip_literals(cls, value: list[str] | str | None) -> list[str] | str | None:
+        for address in [value] if isinstance(value, str) else value or []:
+            ipaddress.ip_address(address)  # raises ValueError with the offending text
+        return value
+
+    def candidate_addresses(self) -> list[str] | None:
+        """Where WebRTC gathers host candidates: configured, else the listen address when it
+        names one interface, else None (every interface, as aioice scans them)."""
+        if self.ice_addresses:
+            return list(self.ice_addresses)
+        host = "127.0.0.1" if self.host == "localhost" else self.host
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        return None if address.is_unspecified else [str(address)]
 
     @property
     def base_url(self) -> str:
@@ -90,7 +119,7 @@ def load_or_create_secret(data_dir: Path) -> str:
     return value
 
 
-_LIST_FIELDS = {"api_keys", "cors_allowed_origins"}
+_LIST_FIELDS = {"api_keys", "cors_allowed_origins", "ice_addresses", "stun_urls", "turn_urls"}
 
 
 def _from_env(environ: dict[str, str]) -> dict[str, Any]:

@@ -69,3 +69,22 @@ def test_configured_secret_wins(tmp_path: Path) -> None:
     s = load_settings(flags={"data_dir": str(tmp_path)}, environ={"ORBRIDGE_SECRET": "x" * 40})
     assert s.resolved_secret() == "x" * 40
     assert not (tmp_path / "secret").exists()
+
+
+def test_candidate_addresses() -> None:
+    assert load_settings(environ={}).candidate_addresses() == ["127.0.0.1"]
+    assert load_settings(flags={"host": "localhost"}, environ={}).candidate_addresses() == [
+        "127.0.0.1"
+    ]
+    assert load_settings(flags={"host": "0.0.0.0"}, environ={}).candidate_addresses() is None
+    env = {"ORBRIDGE_ICE_ADDRESSES": "10.0.0.5, 127.0.0.1"}
+    assert load_settings(flags={"host": "0.0.0.0"}, environ=env).candidate_addresses() == [
+        "10.0.0.5",
+        "127.0.0.1",
+    ]
+    with pytest.raises(SettingsError, match="ice_addresses"):
+        load_settings(flags={"ice_addresses": ["not-an-ip"]}, environ={})
+    with pytest.raises(SettingsError, match="announced_address"):
+        load_settings(flags={"announced_address": "example.org"}, environ={})
+    with pytest.raises(SettingsError, match="video_codec"):
+        load_settings(flags={"video_codec": "AV1"}, environ={})
