@@ -436,9 +436,16 @@ class MediaRouter:
         if not task.cancelled() and task.exception() is not None:
             log.error("media task failed: %s", task.exception(), exc_info=task.exception())
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, int]:
+        """Counts, plus live forwarders' and subscribers' counters summed."""
+        tracks = [t for room in self.rooms.values() for t in room.values()]
+        subscribers = [s for t in tracks for s in t.forwarder.subscribers]
         return {
             "sessions": len(self.sessions),
-            "tracks": sum(len(t) for t in self.rooms.values()),
+            "tracks": len(tracks),
             "subscriptions": sum(len(s.subscriptions) for s in self.sessions.values()),
+            "frames_in": sum(t.forwarder.stats.frames_in for t in tracks),
+            "frames_dropped": sum(s.stats.frames_dropped for s in subscribers),
+            "lag_events": sum(s.stats.lag_events for s in subscribers),
+            "keyframe_requests_sent": sum(t.forwarder.stats.keyframe_requests_sent for t in tracks),
         }

@@ -6,6 +6,7 @@ import hmac
 
 from aiohttp import web
 
+from media import tap
 from rooms.errors import DomainError
 from rooms.roles import Role
 from signaling import tokens
@@ -61,6 +62,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     node = _node(request)
+    node.metrics.set_media(tap.stats.snapshot(), node.media.stats())
     payload = await node.metrics.render(node.presence, len(node.namespace.claims))
     return web.Response(body=payload, headers={"Content-Type": "text/plain; version=0.0.4"})
 

@@ -43,6 +43,30 @@ class Metrics:
             "orbridge_presence_up", "1 when the presence backend answers", registry=self.registry
         )
         self.nodes = Gauge("orbridge_nodes", "Live nodes in the cluster", registry=self.registry)
+        self.codecs = Gauge(
+            "orbridge_media_codecs_created",
+            "Decoders and encoders this process created (forwarding needs none)",
+            ["kind", "op"],
+            registry=self.registry,
+        )
+        self.media = Gauge(
+            "orbridge_media", "Media on this node: sessions, tracks, subscriptions",
+            ["what"], registry=self.registry,
+        )  # fmt: skip
+        self.forwarding = Gauge(
+            "orbridge_forwarding", "Live forwarders' counters summed (frames, drops, lags)",
+            ["what"], registry=self.registry,
+        )  # fmt: skip
+
+    def set_media(self, codecs: dict[str, int], media: dict[str, int]) -> None:
+        for kind in ("video", "audio"):
+            for op in ("decoder", "encoder"):
+                self.codecs.labels(kind, op).set(codecs.get(f"{kind}_{op}s_created", 0))
+        for what, value in media.items():
+            target = (
+                self.media if what in ("sessions", "tracks", "subscriptions") else self.forwarding
+            )
+            target.labels(what).set(value)
 
     async def render(self, presence: PresenceStore, connections: int) -> bytes:
         self.connections.set(connections)

@@ -54,6 +54,8 @@ async def test_metrics_prometheus_format(node: LiveNode) -> None:
     assert 'orbridge_events_total{event="join"} 3.0' in text
     assert "orbridge_node_connections 3.0" in text
     assert "orbridge_presence_up 1.0" in text
+    assert 'orbridge_media{what="sessions"} 3.0' in text
+    assert 'orbridge_media_codecs_created{kind="video",op="decoder"}' in text
 
 
 async def test_rooms_api_requires_credentials(start_node: StartNode) -> None:
