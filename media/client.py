@@ -33,10 +33,14 @@ class MediaClient:
         room: RoomClient,
         video_codec: str = "VP8",
         on_pc: Callable[[RTCPeerConnection], None] | None = None,
+        before_answer: Callable[[RTCPeerConnection], None] | None = None,
     ) -> None:
         self.room = room
         self.video_codec = video_codec
         self.on_pc = on_pc  # lets a caller mark a connection (e.g. tap mode) before it connects
+        # called on the subscriber connection once the offer is applied, before answering
+        # (its transports exist then and nothing has connected yet)
+        self.before_answer = before_answer
         self.publisher: RTCPeerConnection | None = None
         self.subscriber: RTCPeerConnection | None = None
         self.published: list[dict[str, Any]] = []
@@ -89,6 +93,8 @@ class MediaClient:
             pc.on("track", self._track_arrived)
         self.tracks = {t["mid"]: t["track"] for t in data["tracks"]}
         await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="offer"))
+        if self.before_answer is not None:
+            self.before_answer(pc)
         await pc.setLocalDescription(await pc.createAnswer())
         await self.room.request("subscriber_answer", {"sdp": pc.localDescription.sdp})
         self.offers_answered += 1

@@ -164,3 +164,32 @@ def sdp_candidate_addresses(sdp: str) -> set[str]:
             if len(parts) >= 6:
                 found.add(parts[4])
     return found
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # an mDNS name (xxxx.local) or garbage
+        return False
+
+
+def filter_remote_candidates(sdp: str) -> tuple[str, int]:
+    """Drop remote candidates this server must not probe; returns (sdp, how many dropped).
+
+    When every local candidate address is loopback (tests, a single-machine demo), a remote
+    candidate elsewhere is unreachable from our sockets, and probing it would send traffic off
+    loopback (an mDNS ``.local`` name would even make aioice query the LAN by multicast). So
+    only loopback remote candidates are kept then; otherwise the SDP is returned unchanged.
+    """
+    addresses = _policy.addresses
+    if not addresses or not all(_is_loopback(a) for a in addresses):
+        return sdp, 0
+    kept, dropped = [], 0
+    for line in sdp.split("\r\n"):
+        if line.startswith("a=candidate:"):
+            parts = line.split()
+            if len(parts) < 6 or not _is_loopback(parts[4]):
+                dropped += 1
+                continue
+        kept.append(line)
+    return "\r\n".join(kept), dropped

@@ -21,9 +21,9 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from media.codecs import negotiated_codec, restrict_answer_codec
 from media.forwarder import TrackForwarder
-from media.ice import rtc_configuration
+from media.ice import filter_remote_candidates, rtc_configuration
 from media.keyframes import KeyframeRequester
-from media.packet_track import SubscriberTrack, add_subscriber_track
+from media.packet_track import add_subscriber_track
 from rooms.errors import DomainError
 from rooms.roles import Grant
 
@@ -82,7 +82,7 @@ class PublishedTrack:
 class Subscription:
     track: PublishedTrack
     transceiver: RTCRtpTransceiver
-    sender_track: SubscriberTrack
+    sender_track: MediaStreamTrack  # a SubscriberTrack (the benchmark's baseline uses others)
 
 
 @dataclass(eq=False)
@@ -106,10 +106,11 @@ class MediaSession:
     answer_timer: asyncio.TimerHandle | None = None
 
 
-def _parse_offer(sdp: str) -> RTCSessionDescription:
+def _description(sdp: str, kind: str) -> RTCSessionDescription:
     if "m=" not in sdp or not sdp.startswith("v=0"):
-        raise DomainError("invalid_sdp", "the offer is not an SDP session description")
-    return RTCSessionDescription(sdp=sdp, type="offer")
+        raise DomainError("invalid_sdp", f"the {kind} is not an SDP session description")
+    sdp, _ = filter_remote_candidates(sdp)
+    return RTCSessionDescription(sdp=sdp, type=kind)
 
 
 class MediaRouter:
@@ -160,18 +161,36 @@ class MediaRouter:
             rtc_configuration(cfg.stun_urls, cfg.turn_urls, cfg.turn_username, cfg.turn_credential)
         )
 
+    def _new_publisher_pc(self) -> RTCPeerConnection:
+        return self._new_pc()
+
+    def _create_forwarder(
+        self, remote: MediaStreamTrack, keyframes: KeyframeRequester | None, codec: str, name: str
+    ) -> TrackForwarder:
+        return TrackForwarder(
+            remote, keyframes=keyframes, queue_size=self.config.queue_size, codec=codec, name=name
+        )
+
+    def _add_sender(
+        self, pc: RTCPeerConnection, track: PublishedTrack, name: str
+    ) -> tuple[RTCRtpTransceiver, MediaStreamTrack]:
+        codec = self.config.video_codec if track.kind == "video" else "opus"
+        return add_subscriber_track(
+            pc, track.forwarder, codec=codec, maxsize=self.config.queue_size, name=name
+        )
+
     # publishing -------------------------------------------------------------------
     async def publish(
         self, sid: str, sdp: str, sources: dict[str, str]
     ) -> tuple[str, list[PublishedTrack]]:
         """Answer a publisher's offer (first or renegotiation). `sources` maps mid -> source."""
         session = self._session(sid)
-        offer = _parse_offer(sdp)
+        offer = _description(sdp, "offer")
         async with session.publish_lock:
             pc = session.publisher
             fresh = pc is None
             if pc is None:
-                pc = session.publisher = self._new_pc()
+                pc = session.publisher = self._new_publisher_pc()
                 pc.on("connectionstatechange", lambda: self._watch_publisher(session))
             try:
                 await pc.setRemoteDescription(offer)
@@ -252,12 +271,11 @@ class MediaRouter:
         keyframes = KeyframeRequester.for_transceiver(pc, transceiver) if kind == "video" else None
         codec = negotiated_codec(transceiver) or ""
         track_id = f"TR_{uuid.uuid4().hex[:12]}"
-        forwarder = TrackForwarder(
+        forwarder = self._create_forwarder(
             remote,
-            keyframes=keyframes,
-            queue_size=self.config.queue_size,
-            codec=codec,
-            name=f"{session.room}/{session.identity}/{sources[transceiver.mid]}",
+            keyframes,
+            codec,
+            f"{session.room}/{session.identity}/{sources[transceiver.mid]}",
         )
         track = PublishedTrack(
             id=track_id,
@@ -348,13 +366,8 @@ class MediaRouter:
             return False
         if session.subscriber is None:
             session.subscriber = self._new_pc()
-        codec = self.config.video_codec if track.kind == "video" else "opus"
-        transceiver, sender_track = add_subscriber_track(
-            session.subscriber,
-            track.forwarder,
-            codec=codec,
-            maxsize=self.config.queue_size,
-            name=f"{session.identity}<-{track.id}",
+        transceiver, sender_track = self._add_sender(
+            session.subscriber, track, f"{session.identity}<-{track.id}"
         )
         session.subscriptions[track.id] = Subscription(track, transceiver, sender_track)
         return True
@@ -411,11 +424,10 @@ class MediaRouter:
         pc = session.subscriber
         if pc is None or not session.awaiting_answer:
             raise DomainError("unexpected_answer", "there is no subscriber offer to answer")
-        if "m=" not in sdp or not sdp.startswith("v=0"):
-            raise DomainError("invalid_sdp", "the answer is not an SDP session description")
+        answer = _description(sdp, "answer")
         async with session.subscribe_lock:
             try:
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+                await pc.setRemoteDescription(answer)
             except Exception as exc:
                 raise DomainError("invalid_sdp", f"cannot use this answer: {exc}") from exc
             session.awaiting_answer = False

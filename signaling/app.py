@@ -19,6 +19,7 @@ from signaling.media_events import MediaEvents, SocketSignals
 from signaling.metrics import Metrics
 from signaling.namespace import RoomNamespace
 from signaling.node import NODE, Node
+from signaling.pages import setup_pages
 from signaling.settings import Settings
 
 log = logging.getLogger("orbridge")
@@ -35,7 +36,9 @@ def build_presence(settings: Settings) -> PresenceStore:
     return MemoryPresence(ttl_ms)
 
 
-def build_media(settings: Settings, namespace: RoomNamespace) -> MediaRouter:
+def build_media(
+    settings: Settings, namespace: RoomNamespace, router_class: type[MediaRouter] = MediaRouter
+) -> MediaRouter:
     # Process-wide aiortc hooks: forward encoded frames (never decode), and gather ICE
     # candidates only on the configured addresses (never a public STUN server by default).
     install_tap("passthrough")
@@ -48,12 +51,15 @@ def build_media(settings: Settings, namespace: RoomNamespace) -> MediaRouter:
         turn_credential=settings.turn_credential,
         queue_size=settings.subscriber_queue,
     )
-    router = MediaRouter(config, SocketSignals(namespace))
+    router = router_class(config, SocketSignals(namespace))
     MediaEvents(namespace, router)
     return router
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(
+    settings: Settings, router_class: type[MediaRouter] = MediaRouter
+) -> web.Application:
+    """The orbridge app. `router_class` lets the SFU benchmark run its transcoding baseline."""
     secret = settings.resolved_secret()
     presence = build_presence(settings)
     info = NodeInfo(
@@ -83,7 +89,7 @@ def create_app(settings: Settings) -> web.Application:
     metrics = Metrics()
     namespace = RoomNamespace(settings, secret, rooms, metrics)
     rooms.bind(namespace)
-    router = build_media(settings, namespace)
+    router = build_media(settings, namespace, router_class)
     sio.register_namespace(namespace)
 
     app = web.Application(client_max_size=ENGINEIO_MAX_BYTES)
@@ -91,6 +97,7 @@ def create_app(settings: Settings) -> web.Application:
     node = Node(settings, secret, info, presence, rooms, sio, namespace, metrics, router)
     app[NODE] = node
     http_api.add_routes(app)
+    setup_pages(app)
 
     async def start(_: web.Application) -> None:
         await presence.start()

@@ -33,6 +33,6 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Socket.IO and Engine.IO log every packet at INFO: keep them to warnings.
-    for noisy in ("socketio", "engineio", "aiohttp.access"):
+    # Socket.IO, Engine.IO and aioice log every packet or check at INFO: keep them to warnings.
+    for noisy in ("socketio", "engineio", "aiohttp.access", "aioice", "aiortc"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -66,3 +66,25 @@ def test_reset_restores_aioice_and_aiortc() -> None:
     assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1"]
     assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1", "::1"]
     assert policy.addresses == ("127.0.0.1", "::1")
+
+
+def test_loopback_server_ignores_remote_candidates_elsewhere() -> None:
+    from media.ice import configure_candidate_addresses, filter_remote_candidates
+
+    sdp = "\r\n".join([
+        "v=0", "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host",
+        "a=candidate:2 1 udp 2122194687 10.1.2.3 50001 typ host",
+        "a=candidate:3 1 udp 2122129151 0f1e2d3c-aaaa.local 50002 typ host",
+        "a=candidate:4 1 udp 2122129151 ::1 50003 typ host",
+        "a=end-of-candidates", "",
+    ])  # fmt: skip
+    configure_candidate_addresses(["127.0.0.1"])
+    kept, dropped = filter_remote_candidates(sdp)
+    assert dropped == 2
+    assert "127.0.0.1 50000" in kept and "::1 50003" in kept
+    assert "10.1.2.3" not in kept and ".local" not in kept
+    configure_candidate_addresses(["10.0.0.5"])  # a real deployment: nothing is dropped
+    assert filter_remote_candidates(sdp) == (sdp, 0)
+    configure_candidate_addresses(None)
+    assert filter_remote_candidates(sdp) == (sdp, 0)
