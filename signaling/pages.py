@@ -16,6 +16,7 @@ from aiohttp import web
 
 import signaling
 from signaling import __version__, tokens
+from signaling.node import NODE
 
 PACKAGE_DIR = Path(signaling.__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
@@ -86,7 +87,8 @@ async def room_page(request: web.Request) -> web.Response:
             },
             status=400,
         )
-    return _render("room.html", request, {"room": room})
+    settings = request.app[NODE].settings
+    return _render("room.html", request, {"room": room, "video_codec": settings.video_codec})
 
 
 async def _static_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -81,7 +81,8 @@ export class MediaSession {
     this._onTrack = new Set();
     /** @type {Set<(info: TrackInfo, reason: string) => void>} */
     this._onEnded = new Set();
-    conn.on("track_ended", (/** @type {any} */ payload) => this._ended(payload));
+    /** @type {Array<() => void>} unsubscribers: a closed session hears nothing more */
+    this._off = [conn.on("track_ended", (/** @type {any} */ payload) => this._ended(payload))];
   }
 
   /**
@@ -129,11 +130,13 @@ export class MediaSession {
   async subscribe(onTrack, onEnded) {
     this._onTrack.add(onTrack);
     if (onEnded) this._onEnded.add(onEnded);
-    this.conn.on("subscriber_offer", (/** @type {any} */ offer) => {
-      this._offers = this._offers.then(() => this._answer(offer)).catch((err) => {
-        console.error("orbridge: subscriber offer failed", err);
-      });
-    });
+    this._off.push(
+      this.conn.on("subscriber_offer", (/** @type {any} */ offer) => {
+        this._offers = this._offers.then(() => this._answer(offer)).catch((err) => {
+          console.error("orbridge: subscriber offer failed", err);
+        });
+      }),
+    );
     const answer = await this.conn.request("subscribe");
     return answer.tracks;
   }
@@ -202,6 +205,8 @@ export class MediaSession {
   }
 
   close() {
+    for (const off of this._off) off();
+    this._off = [];
     for (const pc of [this.publisher, this.subscriber]) if (pc) pc.close();
     this.publisher = this.subscriber = null;
   }

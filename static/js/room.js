@@ -3,6 +3,7 @@
 
 import { connect, tokenFromLocation, tokenFromText } from "./protocol.js";
 import { renderPresence } from "./presence-view.js";
+import { RoomMedia } from "./room-media.js";
 
 /** @typedef {import("./protocol.js").RoomConnection} RoomConnection */
 /** @typedef {import("./protocol.js").ProtocolError} ProtocolError */
@@ -37,6 +38,8 @@ const ui = {
   count: byTestId("presence-count"),
   rows: byTestId("presence-rows"),
 };
+
+const media = new RoomMedia(root);
 
 /** Friendlier words for the refusals people will meet. */
 const ERROR_TEXT = {
@@ -137,10 +140,12 @@ function follow(connection) {
       hideError();
       if (ui.banner.dataset.reason === "server_shutdown") hideBanner();
       render(connection);
+      media.attach(connection).catch((err) => console.error("orbridge: media", err));
     } else if (state === "reconnecting") {
       setState("reconnecting");
       setStatus("Connection lost. Reconnecting…");
     } else if (state === "closed") {
+      media.detach();
       setState("closed");
       setStatus("Disconnected.");
       if (detail.error) {
@@ -206,6 +211,8 @@ async function start(token) {
     return;
   }
   rememberToken(token);
+  // For diagnostics from the console (and the browser tests): the live objects of this page.
+  Object.assign(window, { orbridge: { connection, media } });
   follow(connection);
   try {
     await connection.join({ quality: "unknown" });

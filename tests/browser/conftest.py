@@ -40,7 +40,7 @@ from tests.support import ROOT, SECRET, free_port
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
-    "--use-fake-device-for-media-stream",
+    "--use-fake-device-for-media-stream=fps=30",  # the fake camera defaults to 20 fps
     "--use-fake-ui-for-media-stream",
     "--disable-background-networking",
     "--disable-component-update",
