@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from media.fast_sender import PayloadCache
 from media.keyframes import KeyframeRequester
 
 logger = logging.getLogger(__name__)
@@ -218,6 +219,8 @@ class TrackForwarder:
         self.queue_size = queue_size
         self.name = name or f"{track.kind}-{track.id}"
         self.stats = ForwarderStats()
+        # RTP payloads of each frame, packetized once for every subscriber's sender
+        self.payload_cache = PayloadCache()
         self._subscribers: list[Subscriber] = []
         self._task: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()

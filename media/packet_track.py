@@ -26,6 +26,7 @@ import av
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from media import fast_sender
 from media.codecs import negotiated_codec, prefer_codec
 from media.forwarder import Subscriber, SubscriberClosed, TrackForwarder
 
@@ -120,16 +121,21 @@ def add_subscriber_track(
     codec: str | None = None,
     maxsize: int | None = None,
     name: str | None = None,
+    fast: bool = True,
 ) -> tuple[RTCRtpTransceiver, SubscriberTrack]:
     """Add a send-only transceiver fed by ``forwarder`` to a subscriber's peer connection.
 
     Restricts it to ``codec`` (default: the forwarder's codec, else VP8/opus), wires the
     subscriber's PLI/FIR to the forwarder, and lets the track refuse to forward if the leg
     ends up with another codec than the publisher's. Call before ``createOffer``.
+    ``fast`` sends through media/fast_sender.py (payloads shared by all subscribers) instead of
+    aiortc's own send loop.
     """
     track = SubscriberTrack(forwarder, maxsize=maxsize, name=name)
     transceiver = pc.addTransceiver(track, direction="sendonly")
     track.transceiver = transceiver
     prefer_codec(transceiver, codec or forwarder.codec)
     forward_keyframe_requests(transceiver.sender, track)
+    if fast:
+        fast_sender.install(transceiver.sender, forwarder.payload_cache)
     return transceiver, track

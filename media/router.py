@@ -53,6 +53,7 @@ class MediaConfig:
     turn_credential: str | None = None
     queue_size: int = 30  # frames per subscriber queue (about 1 s of video)
     answer_timeout: float = 15.0  # seconds a client has to answer a subscriber offer
+    lean_sender: bool = True  # media/fast_sender.py; False: aiortc's own send loop
 
 
 @dataclass(eq=False)
@@ -176,7 +177,12 @@ class MediaRouter:
     ) -> tuple[RTCRtpTransceiver, MediaStreamTrack]:
         codec = self.config.video_codec if track.kind == "video" else "opus"
         return add_subscriber_track(
-            pc, track.forwarder, codec=codec, maxsize=self.config.queue_size, name=name
+            pc,
+            track.forwarder,
+            codec=codec,
+            maxsize=self.config.queue_size,
+            name=name,
+            fast=self.config.lean_sender,
         )
 
     # publishing -------------------------------------------------------------------

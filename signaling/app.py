@@ -50,6 +50,7 @@ def build_media(
         turn_username=settings.turn_username,
         turn_credential=settings.turn_credential,
         queue_size=settings.subscriber_queue,
+        lean_sender=settings.lean_sender,
     )
     router = router_class(config, SocketSignals(namespace))
     MediaEvents(namespace, router)

@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _token_parser(sub)
+    from media.loadtest import add_loadtest_parser
+
+    add_loadtest_parser(sub)
+    from media.publish_cli import add_publish_parser  # stdlib only: cheap for `serve`
+
+    add_publish_parser(sub)
     return parser
 
 
@@ -161,6 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return cmd_serve(args)
+        if args.command == "loadtest":
+            from media.loadtest import run_loadtest
+
+            return asyncio.run(run_loadtest(args))
+        if args.command == "publish":
+            from media.publish_cli import run_publish
+
+            return asyncio.run(run_publish(args))
         return cmd_token(args)
     except SettingsError as exc:
         print(f"orbridge: bad settings: {exc}", file=sys.stderr)

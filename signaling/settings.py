@@ -53,6 +53,7 @@ class Settings(BaseModel):
     turn_username: str | None = None
     turn_credential: str | None = Field(None, repr=False)
     subscriber_queue: int = Field(30, ge=2, le=600)  # frames buffered per subscriber
+    lean_sender: bool = True  # False: forward with aiortc's own RTP send loop (slower)
 
     @field_validator("secret")
     @classmethod
