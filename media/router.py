@@ -54,6 +54,9 @@ class MediaConfig:
     queue_size: int = 30  # frames per subscriber queue (about 1 s of video)
     answer_timeout: float = 15.0  # seconds a client has to answer a subscriber offer
     lean_sender: bool = True  # media/fast_sender.py; False: aiortc's own send loop
+    # At most one keyframe request (PLI) upstream per track per this many seconds: keyframes
+    # are large, and a county OR's uplink is small.
+    keyframe_interval: float = 0.5
 
 
 @dataclass(eq=False)
@@ -274,7 +277,13 @@ class MediaRouter:
     ) -> PublishedTrack:
         assert transceiver.mid is not None
         kind = transceiver.kind
-        keyframes = KeyframeRequester.for_transceiver(pc, transceiver) if kind == "video" else None
+        keyframes = (
+            KeyframeRequester.for_transceiver(
+                pc, transceiver, min_interval=self.config.keyframe_interval
+            )
+            if kind == "video"
+            else None
+        )
         codec = negotiated_codec(transceiver) or ""
         track_id = f"TR_{uuid.uuid4().hex[:12]}"
         forwarder = self._create_forwarder(

@@ -51,6 +51,7 @@ def build_media(
         turn_credential=settings.turn_credential,
         queue_size=settings.subscriber_queue,
         lean_sender=settings.lean_sender,
+        keyframe_interval=settings.keyframe_interval,
     )
     router = router_class(config, SocketSignals(namespace))
     MediaEvents(namespace, router)

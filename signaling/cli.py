@@ -38,6 +38,12 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--video-codec", dest="video_codec", choices=["VP8", "H264"])
     p.add_argument(
+        "--keyframe-interval",
+        dest="keyframe_interval",
+        type=float,
+        help="seconds between keyframe requests per track (default 0.5)",
+    )
+    p.add_argument(
         "--ice-address",
         dest="ice_addresses",
         action="append",
@@ -108,7 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "secret", "data_dir", "public_url", "host", "port", "redis_url", "node_id",
             "presence_ttl", "heartbeat_interval", "log_format", "log_level", "api_keys",
             "video_codec", "ice_addresses", "announced_address", "stun_urls", "turn_urls",
-            "turn_username", "turn_credential",
+            "turn_username", "turn_credential", "keyframe_interval",
         ],
     )  # fmt: skip
     setup_logging(settings.log_format, settings.log_level)

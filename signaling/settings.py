@@ -54,6 +54,7 @@ class Settings(BaseModel):
     turn_credential: str | None = Field(None, repr=False)
     subscriber_queue: int = Field(30, ge=2, le=600)  # frames buffered per subscriber
     lean_sender: bool = True  # False: forward with aiortc's own RTP send loop (slower)
+    keyframe_interval: float = Field(0.5, ge=0.05, le=10.0)  # seconds between PLIs per track
 
     @field_validator("secret")
     @classmethod
