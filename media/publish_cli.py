@@ -26,6 +26,8 @@ import time
 from typing import Any
 from urllib.parse import urlparse
 
+from rooms.tracks import SOURCES
+
 __all__ = ["add_publish_parser", "parse_bitrate", "parse_size", "run_publish"]
 
 SIGNALING_GRACE = 1.0
@@ -114,7 +116,12 @@ def add_publish_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=0.0,
         help="seconds between 3 s out-of-body scenes (default 0: off)",
     )
-    p.add_argument("--source", default="laparoscope", help="track source (default laparoscope)")
+    p.add_argument(
+        "--source",
+        default="laparoscope",
+        choices=SOURCES,
+        help="track source (default laparoscope)",
+    )
     p.add_argument(
         "--duration",
         type=_non_negative,

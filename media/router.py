@@ -29,7 +29,6 @@ from rooms.roles import Grant
 
 log = logging.getLogger("orbridge.media")
 
-SOURCES = ("laparoscope", "room-camera", "microphone", "screen", "camera")
 _PUBLISH_GRANT = {"video": Grant.PUBLISH_VIDEO, "audio": Grant.PUBLISH_AUDIO}
 _SUBSCRIBE_GRANT = {"video": Grant.SUBSCRIBE_VIDEO, "audio": Grant.SUBSCRIBE_AUDIO}
 # aiortc stores the offer direction reversed (as seen from here): remote "sendonly" -> "recvonly".

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from rooms.tracks import Source
 from signaling.tokens import MAX_DISPLAY_NAME, NAME_RE
 
 MAX_ATTRIBUTES = 16
@@ -57,7 +58,6 @@ MAX_SDP = 48 * 1024
 Sdp = Annotated[str, StringConstraints(min_length=10, max_length=MAX_SDP)]
 Mid = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 TrackId = Annotated[str, StringConstraints(pattern=r"^TR_[0-9a-f]{12}$")]
-Source = Literal["laparoscope", "room-camera", "microphone", "screen", "camera"]
 
 
 class TrackSource(Message):
