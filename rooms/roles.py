@@ -29,6 +29,7 @@ class Grant(StrEnum):
     ANNOTATE = "annotate"
     RECORD = "record"
     REMOVE_PARTICIPANTS = "remove_participants"
+    CONFIGURE_ALARMS = "configure_alarms"
 
 
 _SUBSCRIBE_ALL = frozenset(
@@ -59,8 +60,10 @@ DEFAULT_GRANTS: dict[Role, frozenset[Grant]] = {
 # Grants a token may add on top of the defaults: an expert may show a camera,
 # a surgeon may be given the vitals and video of the room.
 OPTIONAL_GRANTS: dict[Role, frozenset[Grant]] = {
-    Role.SURGEON: frozenset({Grant.SUBSCRIBE_VIDEO, Grant.SUBSCRIBE_VITALS}),
-    Role.EXPERT: frozenset({Grant.PUBLISH_VIDEO}),
+    Role.SURGEON: frozenset(
+        {Grant.SUBSCRIBE_VIDEO, Grant.SUBSCRIBE_VITALS, Grant.CONFIGURE_ALARMS}
+    ),
+    Role.EXPERT: frozenset({Grant.PUBLISH_VIDEO, Grant.CONFIGURE_ALARMS}),
     Role.TRAINEE: frozenset(),
     Role.DEVICE: frozenset(),
     Role.MODERATOR: frozenset(),

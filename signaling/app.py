@@ -14,6 +14,8 @@ from media.tap import install_tap
 from rooms.presence import MemoryPresence, NodeInfo, PresenceStore
 from rooms.presence_redis import RedisPresence
 from rooms.service import RoomService
+from rooms.vitals import VitalsBatch
+from rooms.vitals_hub import LocalBus, RedisBus, VitalsBus, VitalsHub
 from signaling import __version__, http_api
 from signaling.media_events import MediaEvents, SocketSignals
 from signaling.metrics import Metrics
@@ -21,6 +23,7 @@ from signaling.namespace import RoomNamespace
 from signaling.node import NODE, Node
 from signaling.pages import setup_pages
 from signaling.settings import Settings
+from signaling.vitals_events import VitalsEvents
 
 log = logging.getLogger("orbridge")
 
@@ -92,11 +95,23 @@ def create_app(
     namespace = RoomNamespace(settings, secret, rooms, metrics)
     rooms.bind(namespace)
     router = build_media(settings, namespace, router_class)
+    bus: VitalsBus = (
+        RedisBus(settings.redis_url, f"{settings.redis_prefix}vitals")
+        if settings.redis_url
+        else LocalBus()
+    )
+
+    def count(batch: VitalsBatch) -> None:
+        metrics.vitals_in.labels(batch.via, "numerics").inc(len(batch.numerics))
+        metrics.vitals_in.labels(batch.via, "waveforms").inc(len(batch.waveforms))
+
+    vitals = VitalsHub(bus, on_ingest=count)
+    VitalsEvents(namespace, vitals)
     sio.register_namespace(namespace)
 
     app = web.Application(client_max_size=ENGINEIO_MAX_BYTES)
     sio.attach(app)
-    node = Node(settings, secret, info, presence, rooms, sio, namespace, metrics, router)
+    node = Node(settings, secret, info, presence, rooms, sio, namespace, metrics, router, vitals)
     app[NODE] = node
     http_api.add_routes(app)
     setup_pages(app)
@@ -104,6 +119,7 @@ def create_app(
     async def start(_: web.Application) -> None:
         await presence.start()
         await rooms.start()
+        await vitals.start()
         log.info(
             "node %s serving on %s (presence: %s)",
             info.node_id,
@@ -116,6 +132,7 @@ def create_app(
         await namespace.shutdown()
 
     async def cleanup(_: web.Application) -> None:
+        await vitals.close()
         await presence.close()
 
     app.on_startup.append(start)

@@ -22,6 +22,10 @@ SERVER_EVENTS = (
     "server_shutdown",
     "track_published",
     "track_ended",
+    "vitals",
+    "alarm_raised",
+    "alarm_cleared",
+    "alarm_limits",
 )
 
 

@@ -43,6 +43,14 @@ class Metrics:
             "orbridge_presence_up", "1 when the presence backend answers", registry=self.registry
         )
         self.nodes = Gauge("orbridge_nodes", "Live nodes in the cluster", registry=self.registry)
+        self.vitals_dropped = Counter(
+            "orbridge_vitals_dropped", "Vitals items not sent to a client that fell behind",
+            ["what"], registry=self.registry,
+        )  # fmt: skip
+        self.vitals_in = Counter(
+            "orbridge_vitals_ingested", "Vitals items ingested, by way in",
+            ["via", "what"], registry=self.registry,
+        )  # fmt: skip
         self.codecs = Gauge(
             "orbridge_media_codecs_created",
             "Decoders and encoders this process created (forwarding needs none)",

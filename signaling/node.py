@@ -10,6 +10,7 @@ from aiohttp import web
 from media.router import MediaRouter
 from rooms.presence import NodeInfo, PresenceStore
 from rooms.service import RoomService
+from rooms.vitals_hub import VitalsHub
 from signaling.metrics import Metrics
 from signaling.namespace import RoomNamespace
 from signaling.settings import Settings
@@ -26,6 +27,7 @@ class Node:
     namespace: RoomNamespace
     metrics: Metrics
     media: MediaRouter
+    vitals: VitalsHub
 
 
 NODE = web.AppKey("orbridge", Node)

@@ -83,3 +83,41 @@ class Unpublish(Message):
 
 class SubscriberAnswer(Message):
     sdp: Sdp
+
+
+# vitals (issue #4) -----------------------------------------------------------------------
+Kind = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,16}$")]
+DeviceId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Number = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class NumericIn(Message):
+    kind: Kind
+    value: Number
+    unit: Annotated[str, StringConstraints(max_length=32)] | None = None
+    time_ms: Annotated[int, Field(ge=0, le=2**53)] | None = None
+
+
+class WaveformIn(Message):
+    kind: Kind
+    start_ms: Annotated[float, Field(ge=0, le=2**53)]
+    rate_hz: Annotated[float, Field(gt=0, le=10000)]
+    seq: Annotated[int, Field(ge=0, le=2**53)]
+    samples: Annotated[list[Number], Field(min_length=1, max_length=2000)]
+    unit: Annotated[str, StringConstraints(max_length=32)] | None = None
+
+
+class PublishVitals(Message):
+    source: DeviceId | None = None
+    numerics: Annotated[list[NumericIn], Field(max_length=32)] = Field(default_factory=list)
+    waveforms: Annotated[list[WaveformIn], Field(max_length=8)] = Field(default_factory=list)
+
+
+class LimitIn(Message):
+    low: Number | None = None
+    high: Number | None = None
+    hysteresis: Annotated[float, Field(ge=0)] = 0.0
+
+
+class AlarmLimits(Message):
+    limits: Annotated[dict[Kind, LimitIn], Field(min_length=1, max_length=16)]

@@ -1,0 +1,189 @@
+"""The vitals of every room on this node: ingest, alarms, and the bus that carries them.
+
+Every ingest path (Socket.IO, HL7 MLLP, FHIR) hands a normalized `VitalsBatch` to
+`VitalsHub.ingest`, which evaluates the room's alarms and publishes the batch and any alarm
+changes on the bus. Each node (the ingesting one included) receives what the bus carries,
+keeps the room's latest numerics, active alarms and limits for late joiners, and fans it out to
+its own clients. The bus is in-process for one node, Redis pub/sub for several.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as redis_async
+
+from rooms.alarms import Alarm, AlarmEngine, Limit
+from rooms.errors import DomainError
+from rooms.vitals import VitalsBatch
+
+log = logging.getLogger("orbridge.vitals")
+
+Deliver = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class VitalsBus(ABC):
+    @abstractmethod
+    async def start(self, deliver: Deliver) -> None: ...
+
+    @abstractmethod
+    async def publish(self, message: dict[str, Any]) -> None: ...
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class LocalBus(VitalsBus):
+    """One node: deliver at once."""
+
+    def __init__(self) -> None:
+        self._deliver: Deliver | None = None
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    async def publish(self, message: dict[str, Any]) -> None:
+        if self._deliver is not None:
+            await self._deliver(message)
+
+
+class RedisBus(VitalsBus):
+    """Several nodes: one Redis pub/sub channel; every node, the publisher too, receives."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        self.channel = channel
+        self._redis = redis_async.Redis.from_url(url, socket_connect_timeout=2.0)
+        self._task: asyncio.Task[None] | None = None
+        self.up = False
+
+    async def start(self, deliver: Deliver) -> None:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self.channel)
+        self.up = True
+        self._task = asyncio.create_task(self._run(pubsub, deliver), name="vitals-bus")
+
+    async def _run(self, pubsub: Any, deliver: Deliver) -> None:
+        while True:
+            try:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                await deliver(json.loads(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except (redis_async.RedisError, OSError) as exc:
+                if self.up:
+                    log.error("vitals bus lost Redis: %s", exc)
+                self.up = False
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(redis_async.RedisError, OSError):
+                    await pubsub.subscribe(self.channel)
+                    self.up = True
+            except Exception:  # a bad message must not stop the bus
+                log.exception("vitals bus could not deliver a message")
+
+    async def publish(self, message: dict[str, Any]) -> None:
+        await self._redis.publish(self.channel, json.dumps(message, separators=(",", ":")))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._redis.aclose()
+
+
+def _alarm(data: dict[str, Any]) -> Alarm:
+    fields = ("id", "room", "kind", "condition", "limit", "value", "raised_ms", "source")
+    return Alarm(**{name: data[name] for name in fields})
+
+
+class VitalsHub:
+    def __init__(
+        self, bus: VitalsBus, on_ingest: Callable[[VitalsBatch], None] | None = None
+    ) -> None:
+        self.bus = bus
+        self.on_ingest = on_ingest  # metrics hook
+        self.engines: dict[str, AlarmEngine] = {}
+        self.latest: dict[str, dict[str, dict[str, Any]]] = {}  # room -> kind -> numeric
+        self.listeners: list[Deliver] = []  # the fan-out of this node
+        self.counts = {"batches": 0, "numerics": 0, "waveforms": 0, "alarms_raised": 0}
+
+    async def start(self) -> None:
+        await self.bus.start(self._receive)
+
+    async def close(self) -> None:
+        await self.bus.close()
+
+    def engine(self, room: str) -> AlarmEngine:
+        engine = self.engines.get(room)
+        if engine is None:
+            engine = self.engines[room] = AlarmEngine(room)
+        return engine
+
+    async def ingest(self, batch: VitalsBatch) -> dict[str, Any]:
+        """Accept a normalized batch for a room (from any way in)."""
+        if not batch.numerics and not batch.waveforms:
+            raise DomainError("invalid_vitals", "nothing to ingest: no numerics, no waveforms")
+        engine = self.engine(batch.room)
+        changes = [change for n in batch.numerics for change in engine.evaluate(n)]
+        self.counts["batches"] += 1
+        self.counts["numerics"] += len(batch.numerics)
+        self.counts["waveforms"] += len(batch.waveforms)
+        if self.on_ingest is not None:
+            self.on_ingest(batch)
+        await self.bus.publish({"type": "vitals", "room": batch.room, "batch": batch.public()})
+        for what, alarm in changes:
+            if what == "raised":
+                self.counts["alarms_raised"] += 1
+                log.warning("alarm in %s: %s %s %s", batch.room, alarm.kind, alarm.condition,
+                            alarm.value)  # fmt: skip
+            await self.bus.publish({"type": f"alarm_{what}", "room": batch.room,
+                                    "alarm": alarm.public()})  # fmt: skip
+        return {
+            "numerics": len(batch.numerics),
+            "waveforms": len(batch.waveforms),
+            "alarms": [{"event": what, "id": a.id} for what, a in changes],
+        }
+
+    async def set_limits(self, room: str, limits: dict[str, Limit]) -> dict[str, Any]:
+        merged = {**self.engine(room).limits, **limits}
+        public = {k: v.public() for k, v in merged.items()}
+        await self.bus.publish({"type": "limits", "room": room, "limits": public})
+        return public
+
+    async def _receive(self, message: dict[str, Any]) -> None:
+        room = message.get("room")
+        if not isinstance(room, str):
+            return
+        kind = message.get("type")
+        if kind == "vitals":
+            latest = self.latest.setdefault(room, {})
+            for numeric in message["batch"]["numerics"]:
+                latest[numeric["kind"]] = numeric
+        elif kind in ("alarm_raised", "alarm_cleared"):
+            # Keep every node's alarm state in step, whichever node evaluated it.
+            alarm = _alarm(message["alarm"])
+            active = self.engine(room).active
+            if kind == "alarm_raised":
+                active[(alarm.kind, alarm.condition)] = alarm
+            else:
+                active.pop((alarm.kind, alarm.condition), None)
+        elif kind == "limits":
+            self.engine(room).limits = {k: Limit(**v) for k, v in message["limits"].items()}
+        for listener in self.listeners:
+            await listener(message)
+
+    def snapshot(self, room: str) -> dict[str, Any]:
+        engine = self.engines.get(room)
+        return {
+            "numerics": list(self.latest.get(room, {}).values()),
+            "alarms": [a.public() for a in engine.active.values()] if engine else [],
+            "limits": {k: v.public() for k, v in (engine or AlarmEngine(room)).limits.items()},
+        }
