@@ -19,6 +19,7 @@ from rooms.vitals_hub import LocalBus, RedisBus, VitalsBus, VitalsHub
 from signaling import __version__, http_api
 from signaling.media_events import MediaEvents, SocketSignals
 from signaling.metrics import Metrics
+from signaling.mllp import MllpListener
 from signaling.namespace import RoomNamespace
 from signaling.node import NODE, Node
 from signaling.pages import setup_pages
@@ -106,12 +107,23 @@ def create_app(
         metrics.vitals_in.labels(batch.via, "waveforms").inc(len(batch.waveforms))
 
     vitals = VitalsHub(bus, on_ingest=count)
+    mllp: MllpListener | None = None
+    if settings.mllp_port is not None:
+        mllp = MllpListener(
+            vitals.ingest,
+            host=settings.mllp_host or settings.host,
+            port=settings.mllp_port,
+            bindings=settings.mllp_bindings,
+            default_room=settings.mllp_default_room,
+        )
     VitalsEvents(namespace, vitals)
     sio.register_namespace(namespace)
 
     app = web.Application(client_max_size=ENGINEIO_MAX_BYTES)
     sio.attach(app)
-    node = Node(settings, secret, info, presence, rooms, sio, namespace, metrics, router, vitals)
+    node = Node(
+        settings, secret, info, presence, rooms, sio, namespace, metrics, router, vitals, mllp
+    )
     app[NODE] = node
     http_api.add_routes(app)
     setup_pages(app)
@@ -120,6 +132,8 @@ def create_app(
         await presence.start()
         await rooms.start()
         await vitals.start()
+        if mllp is not None:
+            await mllp.start()  # a port in use raises OSError: the CLI says "cannot serve"
         log.info(
             "node %s serving on %s (presence: %s)",
             info.node_id,
@@ -132,6 +146,8 @@ def create_app(
         await namespace.shutdown()
 
     async def cleanup(_: web.Application) -> None:
+        if mllp is not None:
+            await mllp.close()  # before the hub it feeds
         await vitals.close()
         await presence.close()
 

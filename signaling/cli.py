@@ -36,6 +36,15 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--heartbeat-interval", dest="heartbeat_interval", type=float, help="seconds")
     p.add_argument("--log-format", dest="log_format", choices=["text", "json"])
     p.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--mllp-port", dest="mllp_port", type=int, help="HL7 v2 MLLP listener port")
+    p.add_argument("--mllp-host", dest="mllp_host", help="MLLP listen address (default: --host)")
+    p.add_argument(
+        "--mllp-bind",
+        dest="mllp_bindings",
+        action="append",
+        help="DEVICE=ROOM: route a monitor's ORU messages to a room (repeatable)",
+    )
+    p.add_argument("--mllp-room", dest="mllp_default_room", help="room for unbound devices")
     p.add_argument("--video-codec", dest="video_codec", choices=["VP8", "H264"])
     p.add_argument(
         "--keyframe-interval",
@@ -94,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     from media.publish_cli import add_publish_parser  # stdlib only: cheap for `serve`
 
     add_publish_parser(sub)
+    from signaling.vitals_cli import add_vitals_parser  # stdlib only, like publish
+
+    add_vitals_parser(sub)
     return parser
 
 
@@ -115,6 +127,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "presence_ttl", "heartbeat_interval", "log_format", "log_level", "api_keys",
             "video_codec", "ice_addresses", "announced_address", "stun_urls", "turn_urls",
             "turn_username", "turn_credential", "keyframe_interval",
+            "mllp_port", "mllp_host", "mllp_bindings", "mllp_default_room",
         ],
     )  # fmt: skip
     setup_logging(settings.log_format, settings.log_level)
@@ -181,6 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from media.publish_cli import run_publish
 
             return asyncio.run(run_publish(args))
+        if args.command == "vitals":
+            from signaling.vitals_cli import run_vitals
+
+            return asyncio.run(run_vitals(args))
         return cmd_token(args)
     except SettingsError as exc:
         print(f"orbridge: bad settings: {exc}", file=sys.stderr)

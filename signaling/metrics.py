@@ -51,6 +51,10 @@ class Metrics:
             "orbridge_vitals_ingested", "Vitals items ingested, by way in",
             ["via", "what"], registry=self.registry,
         )  # fmt: skip
+        self.mllp = Gauge(
+            "orbridge_mllp", "HL7 MLLP listener counters (messages, connections, frames)",
+            ["what"], registry=self.registry,
+        )  # fmt: skip
         self.codecs = Gauge(
             "orbridge_media_codecs_created",
             "Decoders and encoders this process created (forwarding needs none)",
@@ -75,6 +79,10 @@ class Metrics:
                 self.media if what in ("sessions", "tracks", "subscriptions") else self.forwarding
             )
             target.labels(what).set(value)
+
+    def set_mllp(self, stats: dict[str, int]) -> None:
+        for what, value in stats.items():
+            self.mllp.labels(what).set(value)
 
     async def render(self, presence: PresenceStore, connections: int) -> bytes:
         self.connections.set(connections)

@@ -12,6 +12,7 @@ from rooms.presence import NodeInfo, PresenceStore
 from rooms.service import RoomService
 from rooms.vitals_hub import VitalsHub
 from signaling.metrics import Metrics
+from signaling.mllp import MllpListener
 from signaling.namespace import RoomNamespace
 from signaling.settings import Settings
 
@@ -28,6 +29,7 @@ class Node:
     metrics: Metrics
     media: MediaRouter
     vitals: VitalsHub
+    mllp: MllpListener | None = None
 
 
 NODE = web.AppKey("orbridge", Node)

@@ -55,6 +55,11 @@ class Settings(BaseModel):
     subscriber_queue: int = Field(30, ge=2, le=600)  # frames buffered per subscriber
     lean_sender: bool = True  # False: forward with aiortc's own RTP send loop (slower)
     keyframe_interval: float = Field(0.5, ge=0.05, le=10.0)  # seconds between PLIs per track
+    # vitals: HL7 v2 over MLLP from patient monitors and gateways
+    mllp_port: int | None = Field(None, ge=0, le=65535)
+    mllp_host: str | None = None  # default: the listen host
+    mllp_bindings: dict[str, str] = Field(default_factory=dict)  # device id -> room
+    mllp_default_room: str | None = None  # for devices without a binding (else AE)
 
     @field_validator("secret")
     @classmethod
@@ -69,6 +74,22 @@ class Settings(BaseModel):
         ttl = info.data.get("presence_ttl")
         if ttl is not None and value >= ttl:
             raise ValueError("heartbeat_interval must be shorter than presence_ttl")
+        return value
+
+    @field_validator("mllp_bindings", mode="before")
+    @classmethod
+    def _bindings(cls, value: Any) -> Any:
+        # "monitor-3=or-1,monitor-4=or-2" (environment) or ["monitor-3=or-1"] (flags)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            pairs = {}
+            for item in value:
+                device, sep, room = str(item).partition("=")
+                if not sep or not device.strip() or not room.strip():
+                    raise ValueError(f"binding {item!r} is not DEVICE=ROOM")
+                pairs[device.strip()] = room.strip()
+            return pairs
         return value
 
     @field_validator("ice_addresses", "announced_address")
