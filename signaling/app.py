@@ -17,6 +17,7 @@ from rooms.service import RoomService
 from rooms.vitals import VitalsBatch
 from rooms.vitals_hub import LocalBus, RedisBus, VitalsBus, VitalsHub
 from signaling import __version__, http_api
+from signaling.fhir_api import add_fhir_routes
 from signaling.media_events import MediaEvents, SocketSignals
 from signaling.metrics import Metrics
 from signaling.mllp import MllpListener
@@ -126,6 +127,7 @@ def create_app(
     )
     app[NODE] = node
     http_api.add_routes(app)
+    add_fhir_routes(app)
     setup_pages(app)
 
     async def start(_: web.Application) -> None:
