@@ -30,6 +30,7 @@ class Grant(StrEnum):
     RECORD = "record"
     REMOVE_PARTICIPANTS = "remove_participants"
     CONFIGURE_ALARMS = "configure_alarms"
+    CLEAR_ANNOTATIONS = "clear_annotations"
 
 
 _SUBSCRIBE_ALL = frozenset(

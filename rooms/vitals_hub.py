@@ -9,94 +9,16 @@ its own clients. The bus is in-process for one node, Redis pub/sub for several.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
-from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as redis_async
-
 from rooms.alarms import Alarm, AlarmEngine, Limit
+from rooms.bus import Deliver, RoomBus
 from rooms.errors import DomainError
 from rooms.vitals import VitalsBatch
 
 log = logging.getLogger("orbridge.vitals")
-
-Deliver = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class VitalsBus(ABC):
-    @abstractmethod
-    async def start(self, deliver: Deliver) -> None: ...
-
-    @abstractmethod
-    async def publish(self, message: dict[str, Any]) -> None: ...
-
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        pass
-
-
-class LocalBus(VitalsBus):
-    """One node: deliver at once."""
-
-    def __init__(self) -> None:
-        self._deliver: Deliver | None = None
-
-    async def start(self, deliver: Deliver) -> None:
-        self._deliver = deliver
-
-    async def publish(self, message: dict[str, Any]) -> None:
-        if self._deliver is not None:
-            await self._deliver(message)
-
-
-class RedisBus(VitalsBus):
-    """Several nodes: one Redis pub/sub channel; every node, the publisher too, receives."""
-
-    def __init__(self, url: str, channel: str) -> None:
-        self.channel = channel
-        self._redis = redis_async.Redis.from_url(url, socket_connect_timeout=2.0)
-        self._task: asyncio.Task[None] | None = None
-        self.up = False
-
-    async def start(self, deliver: Deliver) -> None:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self.channel)
-        self.up = True
-        self._task = asyncio.create_task(self._run(pubsub, deliver), name="vitals-bus")
-
-    async def _run(self, pubsub: Any, deliver: Deliver) -> None:
-        while True:
-            try:
-                message = await pubsub.get_message(timeout=1.0)
-                if message is None:
-                    continue
-                await deliver(json.loads(message["data"]))
-            except asyncio.CancelledError:
-                raise
-            except (redis_async.RedisError, OSError) as exc:
-                if self.up:
-                    log.error("vitals bus lost Redis: %s", exc)
-                self.up = False
-                await asyncio.sleep(1.0)
-                with contextlib.suppress(redis_async.RedisError, OSError):
-                    await pubsub.subscribe(self.channel)
-                    self.up = True
-            except Exception:  # a bad message must not stop the bus
-                log.exception("vitals bus could not deliver a message")
-
-    async def publish(self, message: dict[str, Any]) -> None:
-        await self._redis.publish(self.channel, json.dumps(message, separators=(",", ":")))
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._redis.aclose()
 
 
 def _alarm(data: dict[str, Any]) -> Alarm:
@@ -106,7 +28,7 @@ def _alarm(data: dict[str, Any]) -> Alarm:
 
 class VitalsHub:
     def __init__(
-        self, bus: VitalsBus, on_ingest: Callable[[VitalsBatch], None] | None = None
+        self, bus: RoomBus, on_ingest: Callable[[VitalsBatch], None] | None = None
     ) -> None:
         self.bus = bus
         self.on_ingest = on_ingest  # metrics hook

@@ -11,12 +11,14 @@ from aiohttp import web
 from media.ice import configure_candidate_addresses
 from media.router import MediaConfig, MediaRouter
 from media.tap import install_tap
+from rooms.bus import LocalBus, RedisBus, RoomBus
 from rooms.presence import MemoryPresence, NodeInfo, PresenceStore
 from rooms.presence_redis import RedisPresence
 from rooms.service import RoomService
 from rooms.vitals import VitalsBatch
-from rooms.vitals_hub import LocalBus, RedisBus, VitalsBus, VitalsHub
+from rooms.vitals_hub import VitalsHub
 from signaling import __version__, http_api
+from signaling.annotation_events import AnnotationEvents
 from signaling.fhir_api import add_fhir_routes
 from signaling.media_events import MediaEvents, SocketSignals
 from signaling.metrics import Metrics
@@ -97,7 +99,7 @@ def create_app(
     namespace = RoomNamespace(settings, secret, rooms, metrics)
     rooms.bind(namespace)
     router = build_media(settings, namespace, router_class)
-    bus: VitalsBus = (
+    bus: RoomBus = (
         RedisBus(settings.redis_url, f"{settings.redis_prefix}vitals")
         if settings.redis_url
         else LocalBus()
@@ -108,6 +110,12 @@ def create_app(
         metrics.vitals_in.labels(batch.via, "waveforms").inc(len(batch.waveforms))
 
     vitals = VitalsHub(bus, on_ingest=count)
+    annotations = AnnotationEvents(
+        namespace,
+        RedisBus(settings.redis_url, f"{settings.redis_prefix}annotations")
+        if settings.redis_url
+        else LocalBus(),
+    )
     mllp: MllpListener | None = None
     if settings.mllp_port is not None:
         mllp = MllpListener(
@@ -123,8 +131,9 @@ def create_app(
     app = web.Application(client_max_size=ENGINEIO_MAX_BYTES)
     sio.attach(app)
     node = Node(
-        settings, secret, info, presence, rooms, sio, namespace, metrics, router, vitals, mllp
-    )
+        settings, secret, info, presence, rooms, sio, namespace, metrics, router, vitals,
+        annotations, mllp,
+    )  # fmt: skip
     app[NODE] = node
     http_api.add_routes(app)
     add_fhir_routes(app)
@@ -134,6 +143,7 @@ def create_app(
         await presence.start()
         await rooms.start()
         await vitals.start()
+        await annotations.start()
         if mllp is not None:
             await mllp.start()  # a port in use raises OSError: the CLI says "cannot serve"
         log.info(
@@ -151,6 +161,7 @@ def create_app(
         if mllp is not None:
             await mllp.close()  # before the hub it feeds
         await vitals.close()
+        await annotations.close()
         await presence.close()
 
     app.on_startup.append(start)

@@ -26,6 +26,8 @@ SERVER_EVENTS = (
     "alarm_raised",
     "alarm_cleared",
     "alarm_limits",
+    "annotation",
+    "annotation_removed",
 )
 
 

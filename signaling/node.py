@@ -11,6 +11,7 @@ from media.router import MediaRouter
 from rooms.presence import NodeInfo, PresenceStore
 from rooms.service import RoomService
 from rooms.vitals_hub import VitalsHub
+from signaling.annotation_events import AnnotationEvents
 from signaling.metrics import Metrics
 from signaling.mllp import MllpListener
 from signaling.namespace import RoomNamespace
@@ -29,6 +30,7 @@ class Node:
     metrics: Metrics
     media: MediaRouter
     vitals: VitalsHub
+    annotations: AnnotationEvents
     mllp: MllpListener | None = None
 
 

@@ -121,3 +121,29 @@ class LimitIn(Message):
 
 class AlarmLimits(Message):
     limits: Annotated[dict[Kind, LimitIn], Field(min_length=1, max_length=16)]
+
+
+# annotations (issue #5) ------------------------------------------------------------------
+Unit = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class FrameRef(Message):
+    rtp_timestamp: Annotated[int, Field(ge=0, le=2**32 - 1)]
+    media_time: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+
+
+class Annotate(Message):
+    type: Literal["arrow", "circle", "stroke", "text", "pointer"]
+    track_id: TrackId
+    points: Annotated[list[Annotated[list[Unit], Field(min_length=2, max_length=2)]],
+                      Field(min_length=1, max_length=2000)]  # fmt: skip
+    text: Annotated[str, StringConstraints(max_length=200)] = ""
+    width: Annotated[float, Field(ge=0.002, le=0.05)] = 0.006
+    frame: FrameRef | None = None
+    frozen: bool = False
+    client_id: Annotated[str, StringConstraints(max_length=64)] = ""
+    sent_ms: Annotated[int, Field(ge=0, le=2**53)] | None = None
+
+
+class AnnotationClear(Message):
+    scope: Literal["own", "all"] = "own"
