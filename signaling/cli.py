@@ -36,6 +36,11 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--heartbeat-interval", dest="heartbeat_interval", type=float, help="seconds")
     p.add_argument("--log-format", dest="log_format", choices=["text", "json"])
     p.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="start a synthetic OR and patient in room 'demo' and print join links",
+    )
     p.add_argument("--mllp-port", dest="mllp_port", type=int, help="HL7 v2 MLLP listener port")
     p.add_argument("--mllp-host", dest="mllp_host", help="MLLP listen address (default: --host)")
     p.add_argument(
@@ -138,6 +143,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         pass
     app = create_app(settings)
+    if args.demo:
+        from signaling.demo import enable_demo
+        from signaling.node import NODE
+
+        enable_demo(app, settings, app[NODE].secret)
     log = logging.getLogger("orbridge")
     try:
         web.run_app(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from signaling import tokens
@@ -93,3 +95,39 @@ async def test_generated_secret_survives_restarts(tmp_path: Path) -> None:
     finally:
         node.stop()
     assert "presence: memory" in node.log()
+
+
+async def test_serve_demo_runs_a_synthetic_operation(tmp_path: Path) -> None:
+    """`orbridge serve --demo`: join links printed; the synthetic OR and patient are live."""
+    node = ServerProcess("--demo", "--data-dir", str(tmp_path), secret=None)
+    try:
+
+        def metrics() -> str:
+            with urllib.request.urlopen(node.url + "/metrics", timeout=2) as response:
+                return response.read().decode()
+
+        for _ in range(100):  # 20 s at most
+            text = await asyncio.to_thread(metrics)
+            tracks = 'orbridge_media{what="tracks"} 2.0' in text
+            name = 'orbridge_vitals_ingested_total{via="socketio",what="numerics"} '
+            vitals = any(x.startswith(name) and float(x.split()[-1]) > 0 for x in text.splitlines())
+            if tracks and vitals:
+                break
+            await asyncio.sleep(0.2)
+        assert tracks and vitals, text[-2000:]
+        # the printed expert link joins the demo room
+        link = next(line.split()[-1] for line in node.log().splitlines() if "(expert)" in line)
+        token = link.split("#token=")[1]
+        client = RoomClient(node.url, token)
+        await client.connect(room="demo")
+        snapshot = await client.join()
+        assert {t["source"] for t in snapshot["tracks"]} == {"laparoscope", "microphone"}
+        assert snapshot["vitals"]["numerics"]
+        await client.close()
+    finally:
+        assert node.terminate() == 0
+        node.stop()
+    left = await asyncio.to_thread(
+        subprocess.run, ["pgrep", "-f", f"--url {node.url}"], capture_output=True, text=True
+    )
+    assert left.stdout.strip() == "", "the demo's children outlived the server"
