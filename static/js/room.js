@@ -4,6 +4,8 @@
 import { connect, tokenFromLocation, tokenFromText } from "./protocol.js";
 import { renderPresence } from "./presence-view.js";
 import { RoomMedia } from "./room-media.js";
+import { ExpertConsole } from "./console-expert.js";
+import { OrConsole } from "./console-or.js";
 
 /** @typedef {import("./protocol.js").RoomConnection} RoomConnection */
 /** @typedef {import("./protocol.js").ProtocolError} ProtocolError */
@@ -40,6 +42,22 @@ const ui = {
 };
 
 const media = new RoomMedia(root);
+/** @type {ExpertConsole | OrConsole | null} the console for this participant's role */
+let roleConsole = null;
+
+/**
+ * The console for a role: the OR's (surgeon), the expert's (expert, moderator), or the
+ * trainee's watch-only view; none for a device.
+ * @param {string} role
+ * @param {RoomConnection} connection
+ * @returns {ExpertConsole | OrConsole | null}
+ */
+function consoleFor(role, connection) {
+  if (role === "surgeon") return new OrConsole(root, media, connection);
+  if (role === "expert" || role === "moderator") return new ExpertConsole(root, media, connection);
+  if (role === "trainee") return new ExpertConsole(root, media, connection, { tools: false });
+  return null;
+}
 
 /** Friendlier words for the refusals people will meet. */
 const ERROR_TEXT = {
@@ -140,6 +158,17 @@ function follow(connection) {
       hideError();
       if (ui.banner.dataset.reason === "server_shutdown") hideBanner();
       render(connection);
+      const snapshot = connection.snapshot;
+      if (!roleConsole && snapshot && snapshot.self) {
+        roleConsole = consoleFor(snapshot.self.role, connection);
+        if (roleConsole) root.dataset.console = roleConsole.kind;
+        Object.assign(/** @type {any} */ (window).orbridge, {
+          console: roleConsole,
+          annotations: roleConsole ? roleConsole.store : null,
+          annotationLatencies: roleConsole ? roleConsole.store.latencies : [],
+        });
+      }
+      if (roleConsole && snapshot) roleConsole.joined(snapshot);
       media.attach(connection).catch((err) => console.error("orbridge: media", err));
     } else if (state === "reconnecting") {
       setState("reconnecting");
