@@ -24,9 +24,9 @@ from signaling.settings import Settings
 log = logging.getLogger("orbridge.demo")
 ROOM = "demo"
 LINKS = (
-    (Role.EXPERT, "Dr Wang (expert)", "dr-wang"),
+    (Role.EXPERT, "Dr Wang", "dr-wang"),
     (Role.SURGEON, "County OR", "county-or"),
-    (Role.TRAINEE, "Trainee", "trainee-1"),
+    (Role.TRAINEE, "Student Chen", "trainee-1"),
 )
 
 
@@ -34,7 +34,7 @@ def join_links(settings: Settings, secret: str) -> list[tuple[str, str]]:
     out = []
     for role, name, identity in LINKS:
         token = tokens.mint(secret, room=ROOM, role=role, name=name, identity=identity, ttl_s=86400)
-        out.append((name, tokens.join_url(settings.base_url, ROOM, token)))
+        out.append((f"{role.value} ({name})", tokens.join_url(settings.base_url, ROOM, token)))
     return out
 
 
@@ -73,7 +73,7 @@ class Demo:
             )  # fmt: skip
             self.children.append(child)
         links = join_links(self.settings, self.secret)
-        lines = "\n".join(f"  {name:18s} {link}" for name, link in links)
+        lines = "\n".join(f"  {label:24s} {link}" for label, link in links)
         print(f"\norbridge demo: a synthetic operation is live in room {ROOM!r}. Open:\n{lines}\n",
               flush=True)  # fmt: skip
 

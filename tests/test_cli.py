@@ -116,7 +116,7 @@ async def test_serve_demo_runs_a_synthetic_operation(tmp_path: Path) -> None:
             await asyncio.sleep(0.2)
         assert tracks and vitals, text[-2000:]
         # the printed expert link joins the demo room
-        link = next(line.split()[-1] for line in node.log().splitlines() if "(expert)" in line)
+        link = next(line.split()[-1] for line in node.log().splitlines() if "expert (" in line)
         token = link.split("#token=")[1]
         client = RoomClient(node.url, token)
         await client.connect(room="demo")
