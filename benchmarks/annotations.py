@@ -16,17 +16,13 @@ import asyncio
 import json
 import os
 import random
-import subprocess
-import sys
 import time
 from typing import Any
 
-from benchmarks.sfu import cpu_seconds
-from benchmarks.vitals import _up, percentile
+from benchmarks.common import cpu_seconds, percentile, pinned_server
 from rooms.roles import Role
 from signaling import tokens
 from signaling.client import RoomClient
-from tests.support import ROOT, free_port, wait_until
 
 SECRET = "annotation-benchmark-secret-0123456789ab"
 
@@ -89,21 +85,9 @@ def main() -> None:
     parser.add_argument("--participants", type=int, default=50)
     parser.add_argument("--duration", type=float, default=15.0)
     opts = parser.parse_args()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        ["taskset", "-c", "0", sys.executable, "-m", "signaling.cli", "serve", "--port", str(port),
-         "--secret", SECRET, "--log-level", "WARNING"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        if not wait_until(lambda: _up(url), 20):
-            raise SystemExit("the server did not start")
-        os.sched_setaffinity(0, {1})
+    with pinned_server(SECRET) as (server, url):
+        os.sched_setaffinity(0, {1})  # the clients on the other core
         print(json.dumps(asyncio.run(run(opts.participants, opts.duration, url, server.pid))))
-    finally:
-        server.terminate()
-        server.wait(15)
 
 
 if __name__ == "__main__":

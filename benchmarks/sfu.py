@@ -23,15 +23,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import cpu_seconds, up
 from tests.support import ROOT, free_port, wait_until
 
 SECRET = "sfu-benchmark-secret-0123456789abcdef"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
 def metric(url: str, name: str) -> float:
@@ -90,7 +85,7 @@ def one(mode: str, n: int, clip: Path, window: float) -> dict[str, Any]:
     )  # fmt: skip
     procs = [server]
     try:
-        if not wait_until(lambda: _up(url), 20):
+        if not wait_until(lambda: up(url), 20):
             raise RuntimeError(f"server did not start: {server.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
         publisher = subprocess.Popen(
             pinned(1, python, "-m", "signaling.cli", "publish", "--url", url, "--room", room,
@@ -132,14 +127,6 @@ def one(mode: str, n: int, clip: Path, window: float) -> dict[str, Any]:
                     proc.wait(15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-
-
-def _up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/healthz", timeout=0.5) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def main() -> None:

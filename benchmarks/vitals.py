@@ -15,25 +15,17 @@ import asyncio
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from typing import Any
 
-from benchmarks.sfu import cpu_seconds
+from benchmarks.common import cpu_seconds, percentile, pinned_server
 from rooms.roles import Role
 from signaling import tokens
 from signaling.client import RoomClient
-from tests.support import ROOT, free_port, wait_until
 
 SECRET = "vitals-benchmark-secret-0123456789abcdef"
 RATE = 500
 BATCH_S = 0.04
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))], 2)
 
 
 async def run(subscribers: int, duration: float, url: str, server_pid: int) -> dict[str, Any]:
@@ -94,32 +86,9 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=50)
     parser.add_argument("--duration", type=float, default=20.0)
     opts = parser.parse_args()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        ["taskset", "-c", "0", sys.executable, "-m", "signaling.cli", "serve", "--port", str(port),
-         "--secret", SECRET, "--log-level", "WARNING"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        if not wait_until(lambda: _up(url), 20):
-            raise SystemExit("the server did not start")
+    with pinned_server(SECRET) as (server, url):
         os.sched_setaffinity(0, {1})  # the clients on the other core
-        report = asyncio.run(run(opts.subscribers, opts.duration, url, server.pid))
-        print(json.dumps(report))
-    finally:
-        server.terminate()
-        server.wait(15)
-
-
-def _up(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url + "/healthz", timeout=0.5) as response:
-            return response.status == 200
-    except OSError:
-        return False
+        print(json.dumps(asyncio.run(run(opts.subscribers, opts.duration, url, server.pid))))
 
 
 if __name__ == "__main__":

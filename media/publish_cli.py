@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import ipaddress
 import json
-import os
 import re
 import signal
 import sys
@@ -165,19 +164,11 @@ def _is_loopback_url(url: str) -> bool:
 
 
 def _token(args: argparse.Namespace) -> str | None:
-    if args.token:
-        return str(args.token)
-    secret = args.secret or os.environ.get("ORBRIDGE_SECRET")
-    if not args.room or not secret:
-        _fail("give --token, or --room with --secret (or ORBRIDGE_SECRET) to mint one")
-        return None
     from rooms.roles import Role
-    from signaling.tokens import mint
+    from signaling.tokens import cli_token
 
     try:
-        return mint(
-            secret, room=args.room, role=Role.SURGEON, name=args.name, identity=args.identity
-        )
+        return cli_token(args.token, args.secret, args.room, Role.SURGEON, args.name, args.identity)
     except ValueError as exc:
         _fail(str(exc))
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
@@ -138,3 +139,15 @@ def verify(secret: str, token: object, room: str | None = None) -> Claims:
 def join_url(base_url: str, room: str, token: str) -> str:
     # The token travels in the fragment: browsers never send it, so no server logs it.
     return f"{base_url.rstrip('/')}/room/{quote(room)}#token={token}"
+
+
+def cli_token(token: str | None, secret: str | None, room: str | None, role: Role, name: str,
+              identity: str | None = None) -> str:  # fmt: skip
+    """The token a CLI client connects with: the one given, or one minted with the secret
+    (`--secret` or ORBRIDGE_SECRET). ValueError says what is missing or wrong."""
+    if token:
+        return token
+    secret = secret or os.environ.get("ORBRIDGE_SECRET")
+    if not room or not secret:
+        raise ValueError("give --token, or --room with --secret (or ORBRIDGE_SECRET) to mint one")
+    return mint(secret, room=room, role=role, name=name, identity=identity)
