@@ -148,8 +148,10 @@ async def test_or_to_two_experts_without_transcoding(
         await expect(page.locator('[data-testid="tile"][data-source="laparoscope"]')).to_have_count(
             0
         )
-        ended = await page.evaluate("() => window.orbridge.media.counts.track_ended")
-        assert ended >= 2  # the OR's video and microphone
+        # the OR's video and microphone end one after the other: wait for both
+        await page.wait_for_function(
+            "() => window.orbridge.media.counts.track_ended >= 2", timeout=10_000
+        )
 
     # it comes back and publishes again: video again, and the experts never reloaded
     surgeon = await joined(pages, join_url(server, Role.SURGEON, "dr-ma", "Dr Ma"))
