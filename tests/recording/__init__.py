@@ -1,0 +1,1 @@
+"""Tests of recording/ (issue #6)."""
