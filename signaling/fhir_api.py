@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import json
 import math
 import time
@@ -54,6 +53,7 @@ from rooms.vitals import (
     waveform_kind,
 )
 from signaling import tokens
+from signaling.http_api import auth_status, authenticate
 from signaling.node import NODE
 
 __all__ = [
@@ -390,17 +390,8 @@ def _error(status: int, code: str, message: str, issues: list[Issue] | None = No
 
 def _authorize(request: web.Request, room: str) -> None:
     """An API key, or a token for this room with `publish_vitals`; DomainError otherwise."""
-    node = request.app[NODE]
-    header = request.headers.get("Authorization", "")
-    credential = header[7:].strip() if header.lower().startswith("bearer ") else None
-    credential = credential or request.headers.get("X-API-Key") or None
-    if credential is None:
-        raise DomainError("unauthorized", "send Authorization: Bearer <token or API key>")
-    for key in node.settings.api_keys:
-        if hmac.compare_digest(credential.encode(), key.encode()):
-            return
-    claims = tokens.verify(node.secret, credential, room=room)
-    if not claims.allows(Grant.PUBLISH_VITALS):
+    claims = authenticate(request, room)
+    if claims is not None and not claims.allows(Grant.PUBLISH_VITALS):
         raise DomainError("forbidden", f"a {claims.role.value} token may not publish vitals")
 
 
@@ -439,10 +430,7 @@ async def post_observations(request: web.Request) -> web.Response:
     try:
         _authorize(request, room)
     except DomainError as exc:
-        status = 401 if exc.code.startswith("token_") or exc.code == "unauthorized" else 403
-        if exc.code == "token_wrong_room":
-            status = 403
-        return _error(status, exc.code, exc.message, fhir_code="security")
+        return _error(auth_status(exc.code), exc.code, exc.message, fhir_code="security")
     if request.content_type not in CONTENT_TYPES:
         return _error(415, "unsupported_media_type",
                       f"send Content-Type: application/fhir+json, not {request.content_type!r}",

@@ -28,23 +28,34 @@ def _credential(request: web.Request) -> str | None:
     return request.headers.get("X-API-Key") or None
 
 
-def authorize(request: web.Request) -> str | None:
-    """Who may read presence: an API key (every room) or a moderator's token (its room).
-    Returns None for access to every room, or the one room the caller may see."""
+def authenticate(request: web.Request, room: str | None = None) -> tokens.Claims | None:
+    """The caller of an HTTP API: None for an API key (every room), else its verified token's
+    claims (for `room` when given). DomainError `unauthorized` or `token_*` otherwise."""
     node = _node(request)
     credential = _credential(request)
     if credential is None:
-        raise DomainError("unauthorized", "send Authorization: Bearer <moderator token or API key>")
+        raise DomainError("unauthorized", "send Authorization: Bearer <token or API key>")
     for key in node.settings.api_keys:
         if hmac.compare_digest(credential.encode(), key.encode()):
             return None
-    claims = tokens.verify(node.secret, credential)  # raises token_* errors
+    return tokens.verify(node.secret, credential, room=room)
+
+
+def authorize(request: web.Request) -> str | None:
+    """Who may read presence: an API key (every room) or a moderator's token (its room).
+    Returns None for access to every room, or the one room the caller may see."""
+    claims = authenticate(request)
+    if claims is None:
+        return None
     if claims.role is not Role.MODERATOR:
         raise DomainError("forbidden", "only a moderator token or an API key may read presence")
     return claims.room
 
 
-def _status(code: str) -> int:
+def auth_status(code: str) -> int:
+    """The HTTP status of an authentication or authorization error code."""
+    if code == "token_wrong_room":
+        return 403  # authenticated, but not for this room
     return 401 if code.startswith("token_") or code == "unauthorized" else 403
 
 
@@ -74,7 +85,7 @@ async def list_rooms(request: web.Request) -> web.Response:
     try:
         scope = authorize(request)
     except DomainError as exc:
-        return error_response(_status(exc.code), exc.code, exc.message)
+        return error_response(auth_status(exc.code), exc.code, exc.message)
     summaries = await node.presence.rooms()
     if scope is not None:
         summaries = [s for s in summaries if s.room == scope]
@@ -94,7 +105,7 @@ async def get_room(request: web.Request) -> web.Response:
     try:
         scope = authorize(request)
     except DomainError as exc:
-        return error_response(_status(exc.code), exc.code, exc.message)
+        return error_response(auth_status(exc.code), exc.code, exc.message)
     if scope is not None and scope != room:
         return error_response(
             403, "token_wrong_room", f"this token is for another room, not {room!r}"
