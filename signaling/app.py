@@ -11,6 +11,7 @@ from aiohttp import web
 from media.ice import configure_candidate_addresses
 from media.router import MediaConfig, MediaRouter
 from media.tap import install_tap
+from recording.service import RecordingService
 from rooms.bus import LocalBus, RedisBus, RoomBus
 from rooms.presence import MemoryPresence, NodeInfo, PresenceStore
 from rooms.presence_redis import RedisPresence
@@ -130,9 +131,10 @@ def create_app(
 
     app = web.Application(client_max_size=ENGINEIO_MAX_BYTES)
     sio.attach(app)
+    recordings = RecordingService(settings.recordings_path, settings.node_id)
     node = Node(
         settings, secret, info, presence, rooms, sio, namespace, metrics, router, vitals,
-        annotations, mllp,
+        annotations, recordings, mllp,
     )  # fmt: skip
     app[NODE] = node
     http_api.add_routes(app)

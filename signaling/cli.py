@@ -75,6 +75,15 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument(
         "--api-key", dest="api_keys", action="append", help="API key for /api (repeatable)"
     )
+    p.add_argument(
+        "--recordings-dir", dest="recordings_dir", help="where recordings go (default: data dir)"
+    )
+    p.add_argument(
+        "--record-room",
+        dest="record_rooms",
+        action="append",
+        help="room policy: record rooms matching this glob from the first track (repeatable)",
+    )
 
 
 def _token_parser(sub: Any) -> None:
@@ -111,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     from signaling.vitals_cli import add_vitals_parser  # stdlib only, like publish
 
     add_vitals_parser(sub)
+    from recording.cli import add_recordings_parser  # argparse only: heavy imports run later
+
+    add_recordings_parser(sub, _settings_flags)
     return parser
 
 
@@ -133,6 +145,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "video_codec", "ice_addresses", "announced_address", "stun_urls", "turn_urls",
             "turn_username", "turn_credential", "keyframe_interval",
             "mllp_port", "mllp_host", "mllp_bindings", "mllp_default_room",
+            "recordings_dir", "record_rooms",
         ],
     )  # fmt: skip
     setup_logging(settings.log_format, settings.log_level)
@@ -204,6 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from media.publish_cli import run_publish
 
             return asyncio.run(run_publish(args))
+        if args.command == "recordings":
+            from recording.cli import run_recordings
+
+            return run_recordings(args, _load(args, ["secret", "data_dir", "recordings_dir"]))
         if args.command == "vitals":
             from signaling.vitals_cli import run_vitals
 

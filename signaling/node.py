@@ -8,6 +8,7 @@ import socketio
 from aiohttp import web
 
 from media.router import MediaRouter
+from recording.service import RecordingService
 from rooms.presence import NodeInfo, PresenceStore
 from rooms.service import RoomService
 from rooms.vitals_hub import VitalsHub
@@ -31,6 +32,7 @@ class Node:
     media: MediaRouter
     vitals: VitalsHub
     annotations: AnnotationEvents
+    recordings: RecordingService
     mllp: MllpListener | None = None
 
 

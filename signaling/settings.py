@@ -60,6 +60,15 @@ class Settings(BaseModel):
     mllp_host: str | None = None  # default: the listen host
     mllp_bindings: dict[str, str] = Field(default_factory=dict)  # device id -> room
     mllp_default_room: str | None = None  # for devices without a binding (else AE)
+    # recording (docs/recording.md)
+    recordings_dir: Path | None = None  # default: <data_dir>/recordings
+    record_rooms: list[str] = Field(default_factory=list)  # room policy: globs recorded on join
+    record_consent: Literal["written", "verbal", "pending", "not_required"] = "pending"
+    # ^ consent state of policy recordings (a moderator sets it later if pending)
+    # Regions an endoscopy tower burns patient data into, [x, y, width, height] as fractions
+    # of the picture: `orbridge recordings export --deidentify` masks them.
+    deidentify_regions: list[tuple[float, float, float, float]] = Field(default_factory=list)
+    recording_grant_ttl: int = Field(4 * 3600, ge=60, le=24 * 3600)  # media link lifetime (s)
 
     @field_validator("secret")
     @classmethod
@@ -92,6 +101,16 @@ class Settings(BaseModel):
             return pairs
         return value
 
+    @field_validator("deidentify_regions")
+    @classmethod
+    def _regions(
+        cls, value: list[tuple[float, float, float, float]]
+    ) -> list[tuple[float, float, float, float]]:
+        for x, y, w, h in value:
+            if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 - x and 0 < h <= 1 - y):
+                raise ValueError(f"region {[x, y, w, h]} is not inside the picture (fractions)")
+        return value
+
     @field_validator("ice_addresses", "announced_address")
     @classmethod
     def _ip_literals(cls, value: list[str] | str | None) -> list[str] | str | None:
@@ -118,6 +137,10 @@ class Settings(BaseModel):
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def recordings_path(self) -> Path:
+        return self.recordings_dir or self.data_dir / "recordings"
+
     def resolved_secret(self) -> str:
         """The signing secret: configured, or generated once and kept in the data directory."""
         if self.secret:
@@ -142,7 +165,14 @@ def load_or_create_secret(data_dir: Path) -> str:
     return value
 
 
-_LIST_FIELDS = {"api_keys", "cors_allowed_origins", "ice_addresses", "stun_urls", "turn_urls"}
+_LIST_FIELDS = {
+    "api_keys",
+    "cors_allowed_origins",
+    "ice_addresses",
+    "stun_urls",
+    "turn_urls",
+    "record_rooms",
+}
 
 
 def _from_env(environ: dict[str, str]) -> dict[str, Any]:
