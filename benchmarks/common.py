@@ -35,13 +35,16 @@ def up(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def pinned_server(secret: str, core: int = 0) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`orbridge serve` on a free loopback port, pinned to `core`; stopped afterwards."""
+def pinned_server(
+    secret: str, core: int = 0, args: tuple[str, ...] = ()
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`orbridge serve` (with `args`) on a free loopback port, pinned to `core`; stopped
+    afterwards."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         ["taskset", "-c", str(core), sys.executable, "-m", "signaling.cli", "serve",
-         "--port", str(port), "--secret", secret, "--log-level", "WARNING"],
+         "--port", str(port), "--secret", secret, "--log-level", "WARNING", *args],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

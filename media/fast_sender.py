@@ -25,6 +25,7 @@ import fractions
 import logging
 import random
 import struct
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -40,6 +41,25 @@ log = logging.getLogger("orbridge.media")
 HISTORY = 256  # packets kept for retransmission (aiortc keeps 128: ~0.25 s at 2.5 Mbps)
 _OPUS_TIME_BASE = fractions.Fraction(1, 48000)
 _ABS_SEND_PROBE = 0xA5C3E1
+
+
+ORIGINS: weakref.WeakKeyDictionary[RTCRtpSender, int] = weakref.WeakKeyDictionary()
+"""Each lean sender's random RTP timestamp origin: a subscriber's RTP timestamp minus it is
+the source frame's timestamp (how an annotation's frame is found in the recording)."""
+
+
+def source_timestamp(sender: RTCRtpSender, rtp_timestamp: int, near: int | None) -> int | None:
+    """The forwarded frame's source timestamp for an RTP timestamp this sender sent, or None.
+
+    ``near`` (the track's latest source timestamp) picks the 2^32 wrap (13 h at 90 kHz).
+    """
+    origin = ORIGINS.get(sender)
+    if origin is None:
+        return None
+    candidate = (rtp_timestamp - origin) & 0xFFFFFFFF
+    if near is not None:
+        candidate += round((near - candidate) / 2**32) * 2**32
+    return candidate
 
 
 class PayloadCache:
@@ -141,6 +161,7 @@ def install(sender: RTCRtpSender, cache: PayloadCache) -> None:
         template = state["template"] = _Template(sender, codec.payloadType)
         seq = random.randint(0, 0xFFFF)
         origin = random.getrandbits(32)
+        ORIGINS[sender] = origin
         send = None
         track = None
         try:

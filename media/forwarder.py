@@ -225,6 +225,7 @@ class TrackForwarder:
         self._task: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()
         self._on_ended: list[Callable[[], None]] = []
+        self.last_ts: int | None = None  # source timestamp of the latest frame
 
     def __repr__(self) -> str:
         return f"TrackForwarder({self.name!r}, subscribers={len(self._subscribers)})"
@@ -309,6 +310,7 @@ class TrackForwarder:
         stats = self.stats
         stats.frames_in += 1
         stats.bytes_in += packet.size
+        self.last_ts = packet.pts
         if keyframe and self.kind == "video":
             stats.keyframes_in += 1
             if self.keyframes is not None:

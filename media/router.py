@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
+from media import fast_sender
 from media.codecs import negotiated_codec, restrict_answer_codec
 from media.forwarder import TrackForwarder
 from media.ice import filter_remote_candidates, rtc_configuration
@@ -123,6 +124,9 @@ class MediaRouter:
         self.sessions: dict[str, MediaSession] = {}
         self.rooms: dict[str, dict[str, PublishedTrack]] = {}  # room -> track id -> track
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Sinks beyond subscribers (the recorder): told when a track starts and after it ended.
+        self.track_started: list[Callable[[PublishedTrack], None]] = []
+        self.track_ended: list[Callable[[PublishedTrack, str], Awaitable[None]]] = []
 
     # sessions ---------------------------------------------------------------------
     def open(self, sid: str, room: str, identity: str, grants: frozenset[Grant]) -> MediaSession:
@@ -307,6 +311,11 @@ class MediaRouter:
         self.rooms.setdefault(session.room, {})[track_id] = track
         forwarder.on_ended(lambda: self._spawn(self._end_track(track, "ended")))
         forwarder.start()
+        for started in self.track_started:
+            try:
+                started(track)
+            except Exception:  # a failing sink must not fail the publisher
+                log.exception("track_started hook failed for %s", track.id)
         log.info("%s publishes %s %s (%s) in %s", session.identity, track.source, kind, codec,
                  session.room)  # fmt: skip
         return track
@@ -344,6 +353,11 @@ class MediaRouter:
         if track.keyframes is not None:
             track.keyframes.close()
         log.info("track %s (%s of %s) ended: %s", track.id, track.source, track.owner, reason)
+        for ended in self.track_ended:
+            try:
+                await ended(track, reason)
+            except Exception:
+                log.exception("track_ended hook failed for %s", track.id)
         await self.signals.broadcast(
             track.room, "track_ended", {"track": track.public(), "reason": reason}
         )
@@ -461,6 +475,16 @@ class MediaRouter:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("media task failed: %s", task.exception(), exc_info=task.exception())
+
+    def source_timestamp(self, sid: str, track_id: str, rtp_timestamp: int) -> int | None:
+        """Map an RTP timestamp that participant `sid` received on `track_id` to the source
+        frame's timestamp (the one the recording keeps); None when it can't be known."""
+        session = self.sessions.get(sid)
+        subscription = session.subscriptions.get(track_id) if session else None
+        if subscription is None:
+            return None
+        near = subscription.track.forwarder.last_ts
+        return fast_sender.source_timestamp(subscription.transceiver.sender, rtp_timestamp, near)
 
     def stats(self) -> dict[str, int]:
         """Counts, plus live forwarders' and subscribers' counters summed."""

@@ -131,6 +131,11 @@ class TrackRecorder:
         self._begin(forwarder)
         return finished
 
+    async def finish_segment(self) -> SegmentInfo | None:
+        """Finalize the current segment (its forwarder ended); the next one starts with
+        :meth:`new_segment`. Returns the finished segment's info (None if there was none)."""
+        return await self._end_segment()
+
     async def stop(self) -> list[SegmentInfo]:
         """Finalize the current segment; returns every segment of this recorder."""
         self._stopped = True

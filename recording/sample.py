@@ -124,7 +124,7 @@ def make_sample_recording(
                 ecg_phase = (ecg_phase + 72 / 60 / 500) % 1.0
                 samples.append(round(1.2 * math.exp(-((ecg_phase - 0.3) ** 2) / 0.0004), 4))
             numerics = [
-                {"kind": "heart_rate", "value": 72, "unit": "/min", "loinc": "8867-4",
+                {"kind": "hr", "value": 72, "unit": "/min", "loinc": "8867-4",
                  "time_ms": next_vitals, "source": "monitor-1"},
                 {"kind": "spo2", "value": 97 if index < frames // 2 else 88, "unit": "%",
                  "loinc": "59408-5", "time_ms": next_vitals, "source": "monitor-1"},

@@ -24,11 +24,13 @@ the next one arrives so that its duration is known: the file's duration then cov
 frame too.
 
 Next to every media file a JSON sidecar (``<file>.json``) maps the file's timeline to the
-server's wall clock: ``first_arrival_ms`` (arrival of the first packet, ms since the epoch) is
-media time 0; ``first_ts`` is that packet's RTP-derived timestamp; ``sync_points`` adds
-(media seconds, arrival ms) pairs every ``sync_interval`` seconds to follow clock drift. It is
-written when the first packet is muxed (so a killed recording has it) and again by
-:meth:`close` with the duration and counters.
+server's wall clock: ``first_arrival_ms`` (ms since the epoch) is when media time 0 arrived;
+``first_ts`` is the first packet's RTP-derived timestamp; ``sync_points`` adds (media seconds,
+arrival ms) pairs every ``sync_interval`` seconds to follow clock drift. Each is the
+least-delayed arrival over 2 s of packets (``arrival - media time``, minimized), not one
+packet's: a keyframe or a jitter-buffer wait must not shift the whole map. The sidecar is
+written when the first packet is muxed (so a killed recording has it; that one holds the first
+packet's own arrival) and again by :meth:`close` with the duration and counters.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import json
 import logging
 import os
 import queue
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -89,6 +92,7 @@ CODECS: dict[str, _Codec] = {
 
 _MUX_OPTIONS = {"flush_packets": "1", "cluster_time_limit": "1000"}
 _STOP = object()
+_SYNC_WINDOW = 2.0  # seconds of media over which a sync point takes the least delay
 _SYNC_POINTS_MAX = 20000  # 55 h at one point per 10 s: bounded like everything else
 
 
@@ -321,6 +325,7 @@ class SegmentWriter:
         self._last_ts: int | None = None
         self._last_duration = 0
         self._next_sync = 0.0
+        self._window: list[float] | None = None  # [media s of its start, least offset ms]
         self._fd: int | None = None
         self._last_fsync = 0.0
         self._thread = threading.Thread(target=self._run, name=f"rec:{self.name}", daemon=True)
@@ -458,7 +463,13 @@ class SegmentWriter:
         self.info.first_ts = ts
         self.info.first_arrival_ms = arrival_ms
         with contextlib.suppress(OSError):
-            self._fd = os.open(self.path, os.O_RDONLY)
+            # Non-blocking: a special file (a FIFO) must not hang the thread here; only a
+            # regular file is fsynced.
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                self._fd = fd
+            else:
+                os.close(fd)
         self._last_fsync = time.monotonic()
         self._write_sidecar()
 
@@ -475,10 +486,34 @@ class SegmentWriter:
         stats.bytes_written += len(data)
         info = self.info
         info.last_arrival_ms = arrival_ms
-        seconds = rel / self._spec.clock_rate
-        if seconds >= self._next_sync and len(info.sync_points) < _SYNC_POINTS_MAX:
-            info.sync_points.append((round(seconds, 6), arrival_ms))
-            self._next_sync = seconds + self._sync_interval
+        self._sync(rel / self._spec.clock_rate, arrival_ms)
+
+    def _sync(self, seconds: float, arrival_ms: int) -> None:
+        # A sync point is the least-delayed arrival over a window of packets (as NTP picks its
+        # best sample): a keyframe that took 60 ms longer to arrive must not shift the map.
+        offset = arrival_ms - seconds * 1000.0
+        window = self._window
+        if window is None:
+            if seconds < self._next_sync:
+                return
+            window = self._window = [seconds, offset]
+        elif seconds < window[0] + _SYNC_WINDOW:
+            window[1] = min(window[1], offset)
+        else:
+            self._close_window()
+            self._sync(seconds, arrival_ms)
+            return
+        if window[0] == 0.0:
+            self.info.first_arrival_ms = round(window[1])
+
+    def _close_window(self) -> None:
+        window, self._window = self._window, None
+        if window is None:
+            return
+        start, offset = window
+        if len(self.info.sync_points) < _SYNC_POINTS_MAX:
+            self.info.sync_points.append((round(start, 6), round(start * 1000.0 + offset)))
+        self._next_sync = start + self._sync_interval
 
     def _finish(self) -> None:
         info = self.info
@@ -490,6 +525,7 @@ class SegmentWriter:
                 except Exception as exc:
                     self._fail(exc)
                 self._held = None
+            self._close_window()
             if self._container is not None:  # None when _fail() gave up on it
                 try:
                     self._container.close()  # trailer: Duration and Cues

@@ -31,6 +31,7 @@ class Grant(StrEnum):
     REMOVE_PARTICIPANTS = "remove_participants"
     CONFIGURE_ALARMS = "configure_alarms"
     CLEAR_ANNOTATIONS = "clear_annotations"
+    VIEW_RECORDINGS = "view_recordings"  # the library and replay of the token's rooms
 
 
 _SUBSCRIBE_ALL = frozenset(
@@ -52,17 +53,22 @@ DEFAULT_GRANTS: dict[Role, frozenset[Grant]] = {
             Grant.SUBSCRIBE_ANNOTATIONS,
         }
     ),
-    Role.EXPERT: _SUBSCRIBE_ALL | {Grant.PUBLISH_AUDIO, Grant.ANNOTATE},
-    Role.TRAINEE: _SUBSCRIBE_ALL,
+    Role.EXPERT: _SUBSCRIBE_ALL | {Grant.PUBLISH_AUDIO, Grant.ANNOTATE, Grant.VIEW_RECORDINGS},
+    Role.TRAINEE: _SUBSCRIBE_ALL | {Grant.VIEW_RECORDINGS},
     Role.DEVICE: frozenset({Grant.PUBLISH_VITALS}),
     Role.MODERATOR: frozenset(Grant),
 }
 
 # Grants a token may add on top of the defaults: an expert may show a camera,
-# a surgeon may be given the vitals and video of the room.
+# a surgeon may be given the vitals and video of the room, and its recordings.
 OPTIONAL_GRANTS: dict[Role, frozenset[Grant]] = {
     Role.SURGEON: frozenset(
-        {Grant.SUBSCRIBE_VIDEO, Grant.SUBSCRIBE_VITALS, Grant.CONFIGURE_ALARMS}
+        {
+            Grant.SUBSCRIBE_VIDEO,
+            Grant.SUBSCRIBE_VITALS,
+            Grant.CONFIGURE_ALARMS,
+            Grant.VIEW_RECORDINGS,
+        }
     ),
     Role.EXPERT: frozenset({Grant.PUBLISH_VIDEO, Grant.CONFIGURE_ALARMS}),
     Role.TRAINEE: frozenset(),

@@ -4,6 +4,7 @@ every node keeps the room's overlay for late joiners. Recording (#6) listens on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rooms.annotations import Annotation, Overlay, make_annotation
@@ -26,6 +27,8 @@ class AnnotationEvents:
         self.overlays: dict[str, Overlay] = {}
         self.buckets: dict[str, TokenBucket] = {}
         self.listeners: list[Any] = []  # e.g. a recording's event log
+        # (sid, track id, RTP timestamp it saw) -> the source frame's timestamp (media router)
+        self.frame_mapper: Callable[[str, str, int], int | None] | None = None
         for spec in (
             EventSpec("annotate", schemas.Annotate, self.on_annotate, grant=Grant.ANNOTATE),
             EventSpec("annotation_undo", schemas.Empty, self.on_undo, grant=Grant.ANNOTATE),
@@ -68,10 +71,14 @@ class AnnotationEvents:
             bucket = self.buckets[sid] = TokenBucket(RATE, BURST)
         if not bucket.take():
             raise DomainError("rate_limited", "too many annotations; slow down")
+        frame = message.frame.model_dump() if message.frame else None
+        if frame is not None and self.frame_mapper is not None:
+            # The frame on the recording's clock: replay draws it on exactly that frame.
+            frame["source_ts"] = self.frame_mapper(sid, message.track_id, frame["rtp_timestamp"])
         annotation = make_annotation(
             me.room, me.identity, me.name, message.type, message.track_id,
             [list(p) for p in message.points], message.text, message.width,
-            message.frame.model_dump() if message.frame else None, message.frozen,
+            frame, message.frozen,
             message.client_id, message.sent_ms,
         )  # fmt: skip
         await self.bus.publish({"type": "annotation", "room": me.room,
@@ -108,8 +115,10 @@ class AnnotationEvents:
             evicted = overlay.add(annotation)
             await self._send(room, "annotation", message["annotation"])
             if evicted:
-                await self._send(room, "annotation_removed",
-                                 {"ids": evicted, "by": "", "reason": "evicted"})  # fmt: skip
+                removed = {"ids": evicted, "by": "", "reason": "evicted"}
+                await self._send(room, "annotation_removed", removed)
+                for listener in self.listeners:  # the event log keeps what clients were told
+                    await listener({"type": "annotation_removed", "room": room, **removed})
         elif message["type"] == "annotation_removed":
             overlay.remove(message["ids"])
             payload = {k: message[k] for k in ("ids", "by", "reason")}

@@ -27,6 +27,8 @@ from signaling.mllp import MllpListener
 from signaling.namespace import RoomNamespace
 from signaling.node import NODE, Node
 from signaling.pages import setup_pages
+from signaling.recording_events import RecordingEvents
+from signaling.recordings_api import add_recording_routes
 from signaling.settings import Settings
 from signaling.vitals_events import VitalsEvents
 
@@ -131,7 +133,11 @@ def create_app(
 
     app = web.Application(client_max_size=ENGINEIO_MAX_BYTES)
     sio.attach(app)
-    recordings = RecordingService(settings.recordings_path, settings.node_id)
+    recordings = RecordingService(
+        settings.recordings_path, settings.node_id,
+        policy=settings.record_rooms, policy_consent=settings.record_consent,
+    )  # fmt: skip
+    RecordingEvents(namespace, recordings, router, annotations, vitals)
     node = Node(
         settings, secret, info, presence, rooms, sio, namespace, metrics, router, vitals,
         annotations, recordings, mllp,
@@ -140,12 +146,14 @@ def create_app(
     http_api.add_routes(app)
     add_fhir_routes(app)
     setup_pages(app)
+    add_recording_routes(app)
 
     async def start(_: web.Application) -> None:
         await presence.start()
         await rooms.start()
         await vitals.start()
         await annotations.start()
+        await recordings.repair()
         if mllp is not None:
             await mllp.start()  # a port in use raises OSError: the CLI says "cannot serve"
         log.info(
@@ -157,6 +165,7 @@ def create_app(
 
     async def shutdown(_: web.Application) -> None:
         log.info("shutting down: telling %d connections", len(namespace.claims))
+        await recordings.close()  # complete files before the tracks end
         await namespace.shutdown()
 
     async def cleanup(_: web.Application) -> None:

@@ -84,12 +84,28 @@ def _serve_parser(sub: Any) -> None:
         action="append",
         help="room policy: record rooms matching this glob from the first track (repeatable)",
     )
+    p.add_argument(
+        "--record-consent",
+        dest="record_consent",
+        choices=["written", "verbal", "pending", "not_required"],
+        help="consent state of policy recordings (default pending: out of the library until set)",
+    )
 
 
 def _token_parser(sub: Any) -> None:
-    p = sub.add_parser("token", help="mint a join token and print the browser join URL")
+    p = sub.add_parser(
+        "token", help="mint a join token (or a library token) and print the browser URL"
+    )
     _settings_flags(p)
-    p.add_argument("--room", required=True)
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--room", help="the room this join token enters")
+    target.add_argument(
+        "--library",
+        action="append",
+        metavar="GLOB",
+        help="a library token for the recordings of rooms matching this glob, e.g. 'or-*'"
+        " (repeatable, up to 16); it cannot join a room",
+    )
     p.add_argument("--role", required=True, choices=[r.value for r in Role])
     p.add_argument("--name", required=True, help='display name, e.g. "Dr Wang"')
     p.add_argument("--identity", help="stable participant id (default: generated)")
@@ -145,7 +161,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "video_codec", "ice_addresses", "announced_address", "stun_urls", "turn_urls",
             "turn_username", "turn_credential", "keyframe_interval",
             "mllp_port", "mllp_host", "mllp_bindings", "mllp_default_room",
-            "recordings_dir", "record_rooms",
+            "recordings_dir", "record_rooms", "record_consent",
         ],
     )  # fmt: skip
     setup_logging(settings.log_format, settings.log_level)
@@ -185,17 +201,21 @@ def cmd_token(args: argparse.Namespace) -> int:
         ttl = tokens.parse_ttl(args.ttl)
         token = tokens.mint(
             settings.resolved_secret(),
-            room=args.room,
+            room=args.room or tokens.LIBRARY_ROOM,
             role=Role(args.role),
             name=args.name,
             identity=args.identity,
             ttl_s=ttl,
             extra_grants={Grant(g) for g in args.grant},
+            library=args.library,
         )
     except ValueError as exc:
         print(f"orbridge token: {exc}", file=sys.stderr)
         return 2
-    url = tokens.join_url(settings.base_url, args.room, token)
+    if args.library:
+        url = tokens.library_url(settings.base_url, token)
+    else:
+        url = tokens.join_url(settings.base_url, args.room, token)
     if args.json:
         print(json.dumps({"token": token, "url": url}))
     else:

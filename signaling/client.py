@@ -28,6 +28,10 @@ SERVER_EVENTS = (
     "alarm_limits",
     "annotation",
     "annotation_removed",
+    "recording_started",
+    "recording_stopped",
+    "recording_error",
+    "chapter_marked",
 )
 
 

@@ -2,8 +2,9 @@
 
 Starts, next to the server, a synthetic OR (the laparoscopy picture, as `orbridge publish
 --synthetic`) and a synthetic patient (`orbridge vitals --synthetic`) in a demo room, as child
-processes speaking the normal protocol, and prints join links for an expert, the OR and a
-trainee. The children stop with the server.
+processes speaking the normal protocol, and prints join links for an expert, the OR, a trainee
+and a moderator (who can record the session), and a link to the recordings library. The
+children stop with the server.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ LINKS = (
     (Role.EXPERT, "Dr Wang", "dr-wang"),
     (Role.SURGEON, "County OR", "county-or"),
     (Role.TRAINEE, "Student Chen", "trainee-1"),
+    (Role.MODERATOR, "Dr Li", "moderator-1"),
 )
 
 
@@ -35,6 +37,11 @@ def join_links(settings: Settings, secret: str) -> list[tuple[str, str]]:
     for role, name, identity in LINKS:
         token = tokens.mint(secret, room=ROOM, role=role, name=name, identity=identity, ttl_s=86400)
         out.append((f"{role.value} ({name})", tokens.join_url(settings.base_url, ROOM, token)))
+    # The library: every recording a trainee may see (consent given, or not required).
+    library = tokens.mint(secret, room=tokens.LIBRARY_ROOM, role=Role.TRAINEE,
+                          name="Student Chen", identity="trainee-1", ttl_s=86400,
+                          library=["*"])  # fmt: skip
+    out.append(("recordings library", tokens.library_url(settings.base_url, library)))
     return out
 
 
@@ -74,7 +81,8 @@ class Demo:
             self.children.append(child)
         links = join_links(self.settings, self.secret)
         lines = "\n".join(f"  {label:24s} {link}" for label, link in links)
-        print(f"\norbridge demo: a synthetic operation is live in room {ROOM!r}. Open:\n{lines}\n",
+        print(f"\norbridge demo: a synthetic operation is live in room {ROOM!r}. Open:\n{lines}\n"
+              "The moderator starts and stops the recording; it then appears in the library.\n",
               flush=True)  # fmt: skip
 
     async def start(self, _: web.Application) -> None:

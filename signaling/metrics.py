@@ -70,6 +70,23 @@ class Metrics:
             ["what"], registry=self.registry,
         )  # fmt: skip
 
+        self.recordings = Counter(
+            "orbridge_recordings", "Recordings started and stopped on this node",
+            ["what"], registry=self.registry,
+        )  # fmt: skip
+        self.recording_errors = Counter(
+            "orbridge_recording_errors", "Recording write failures, by code (disk_full, ...)",
+            ["code"], registry=self.registry,
+        )  # fmt: skip
+        self.recording = Gauge(
+            "orbridge_recording", "Live recordings' counters (active, bytes, drops)",
+            ["what"], registry=self.registry,
+        )  # fmt: skip
+
+    def set_recording(self, stats: dict[str, int]) -> None:
+        for what in ("active", "bytes_written", "packets_dropped", "events_dropped"):
+            self.recording.labels(what).set(stats.get(what, 0))
+
     def set_media(self, codecs: dict[str, int], media: dict[str, int]) -> None:
         for kind in ("video", "audio"):
             for op in ("decoder", "encoder"):

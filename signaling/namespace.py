@@ -54,6 +54,9 @@ class RoomNamespace(socketio.AsyncNamespace):
         self.leave_hooks: list[Callable[[Participant, str], Awaitable[None]]] = []
         self.snapshot_parts: list[Callable[[Participant], dict[str, Any]]] = []
         self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+        # Told of every presence change this node announces: ("joined" | "left" | "updated",
+        # participant, reason). The recording's event log listens here.
+        self.presence_hooks: list[Callable[[str, Participant, str], None]] = []
         for spec in (
             EventSpec("join", schemas.Join, self.on_join_event, needs_join=False),
             EventSpec("leave", schemas.Empty, self.on_leave_event),
@@ -121,6 +124,8 @@ class RoomNamespace(socketio.AsyncNamespace):
             if wanted_room is not None and not isinstance(wanted_room, str):
                 raise DomainError("invalid_payload", "auth.room must be a string")
             claims = tokens.verify(self.secret, token, room=wanted_room)
+            if claims.library:
+                raise DomainError("token_invalid", "a library token cannot join a room")
         except DomainError as exc:
             self.metrics.errors.labels(exc.code).inc()
             log.info("connection refused: %s", exc.code)
@@ -193,6 +198,7 @@ class RoomNamespace(socketio.AsyncNamespace):
         if not changes:
             raise DomainError("invalid_payload", "update: nothing to change")
         updated = await self.rooms.update(sid, **changes)
+        self._presence_changed("updated", updated, "")
         await self.emit(
             "participant_updated", {"participant": updated.public()}, room=sio_room(updated.room)
         )
@@ -225,6 +231,7 @@ class RoomNamespace(socketio.AsyncNamespace):
     async def participant_joined(
         self, participant: Participant, skip_sid: str | None = None
     ) -> None:
+        self._presence_changed("joined", participant, "")
         await self.emit(
             "participant_joined",
             {"participant": participant.public()},
@@ -233,6 +240,7 @@ class RoomNamespace(socketio.AsyncNamespace):
         )
 
     async def participant_left(self, participant: Participant, reason: str) -> None:
+        self._presence_changed("left", participant, reason)
         await self.emit(
             "participant_left",
             {"identity": participant.identity, "reason": reason},
@@ -243,6 +251,13 @@ class RoomNamespace(socketio.AsyncNamespace):
         await self._evict(participant, "duplicate_identity")
 
     # helpers ----------------------------------------------------------------------
+    def _presence_changed(self, change: str, participant: Participant, reason: str) -> None:
+        for hook in self.presence_hooks:
+            try:
+                hook(change, participant, reason)
+            except Exception:
+                log.exception("presence hook failed")
+
     async def _evict(
         self, participant: Participant, reason: str, by: str | None = None, note: str = ""
     ) -> None:
@@ -256,7 +271,11 @@ class RoomNamespace(socketio.AsyncNamespace):
         if note:
             notice["message"] = note
         await self.emit("removed", notice, to=participant.sid)
-        task = asyncio.create_task(self._close_soon(participant.sid))
+        self.spawn(self._close_soon(participant.sid))
+
+    def spawn(self, coro: Any) -> None:
+        """Run `coro` in the background, keeping a reference until it ends."""
+        task = asyncio.create_task(coro)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

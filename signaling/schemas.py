@@ -147,3 +147,19 @@ class Annotate(Message):
 
 class AnnotationClear(Message):
     scope: Literal["own", "all"] = "own"
+
+
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=120)]
+
+
+class StartRecording(Message):
+    consent: Literal["written", "verbal", "pending", "not_required"]
+    consent_note: Annotated[str, StringConstraints(max_length=500)] = ""
+    procedure: ShortText = ""
+    hospital: ShortText = ""
+    tags: Annotated[list[Tag], Field(max_length=16)] = Field(default_factory=list)
+
+
+class MarkChapter(Message):
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]

@@ -35,7 +35,8 @@ async def test_an_expert_draws_and_the_room_sees_it(node: LiveNode) -> None:
         assert got["id"] == ack["id"] and got["type"] == "arrow"
         assert got["author"] == "dr-wang" and got["author_name"] == "Dr Wang"
         assert got["points"] == [[0.2, 0.3], [0.5, 0.55]] and got["track_id"] == TRACK
-        assert got["frame"] == {"rtp_timestamp": 123456789, "media_time": 4.2}
+        # source_ts: the same frame on the recording's clock; None, as no such track is forwarded
+        assert got["frame"] == {"rtp_timestamp": 123456789, "media_time": 4.2, "source_ts": None}
         assert got["sent_ms"] == sent and got["server_ms"] >= sent and got["client_id"] == "c-1"
     await asyncio.sleep(0.2)
     assert device.pending("annotation") == []  # a vitals gateway has no business with drawings

@@ -14,10 +14,11 @@ EXPECTED = {
     },
     Role.EXPERT: {
         G.SUBSCRIBE_VIDEO, G.SUBSCRIBE_AUDIO, G.SUBSCRIBE_VITALS, G.SUBSCRIBE_ANNOTATIONS,
-        G.PUBLISH_AUDIO, G.ANNOTATE,
+        G.PUBLISH_AUDIO, G.ANNOTATE, G.VIEW_RECORDINGS,
     },
     Role.TRAINEE: {
         G.SUBSCRIBE_VIDEO, G.SUBSCRIBE_AUDIO, G.SUBSCRIBE_VITALS, G.SUBSCRIBE_ANNOTATIONS,
+        G.VIEW_RECORDINGS,
     },
     Role.DEVICE: {G.PUBLISH_VITALS},
     Role.MODERATOR: set(Grant),
@@ -45,3 +46,12 @@ def test_expert_camera_is_optional() -> None:
     assert G.PUBLISH_VIDEO in resolve_grants(Role.EXPERT, {G.PUBLISH_VIDEO})
     with pytest.raises(ValueError):
         resolve_grants(Role.DEVICE, {G.SUBSCRIBE_VIDEO})
+
+
+def test_recordings_are_for_trainees_experts_and_moderators() -> None:
+    for role in (Role.TRAINEE, Role.EXPERT, Role.MODERATOR):
+        assert G.VIEW_RECORDINGS in DEFAULT_GRANTS[role]
+    # A surgeon may be given them; a device never.
+    assert G.VIEW_RECORDINGS not in DEFAULT_GRANTS[Role.SURGEON]
+    assert G.VIEW_RECORDINGS in resolve_grants(Role.SURGEON, {G.VIEW_RECORDINGS})
+    assert G.VIEW_RECORDINGS not in ceiling(Role.DEVICE)

@@ -15,14 +15,22 @@ const WINDOW_MS = 6000;
 const DELAY_MS = 300; // draw a little behind the newest sample, so batches arrive in time
 const RANGE_MV = [-1.0, 2.0];
 
+/**
+ * @typedef {object} EcgOptions
+ * @property {() => number} [clock]  the instant at the strip's right edge, in the batches' ms
+ *   (replay drives the strip with its timeline); default: live, a little behind the newest
+ */
+
 export class EcgStrip {
   /**
    * @param {HTMLCanvasElement} canvas
    * @param {string} [kind]  the waveform kind drawn (default ecg_ii)
+   * @param {EcgOptions} [options]
    */
-  constructor(canvas, kind = "ecg_ii") {
+  constructor(canvas, kind = "ecg_ii", options = {}) {
     this.canvas = canvas;
     this.kind = kind;
+    this.clock = options.clock || null;
     /** @type {{start: number, end: number, rate: number, samples: number[], gap: boolean}[]} */
     this.batches = [];
     /** @type {number | null} the sender's clock minus ours (smoothed), from sample times */
@@ -58,6 +66,13 @@ export class EcgStrip {
     this.start();
   }
 
+  /** Forget every batch (replay, after a seek). */
+  clear() {
+    this.batches = [];
+    this._lastSeq.clear();
+    this.offset = null;
+  }
+
   start() {
     if (this._running) return;
     this._running = true;
@@ -91,7 +106,7 @@ export class EcgStrip {
     // grid: 200 ms columns
     ctx.strokeStyle = "#123a12";
     ctx.lineWidth = 1;
-    const now = Date.now() + (this.offset || 0) - DELAY_MS;
+    const now = this.clock ? this.clock() : Date.now() + (this.offset || 0) - DELAY_MS;
     const left = now - WINDOW_MS;
     const xOf = (/** @type {number} */ t) => ((t - left) / WINDOW_MS) * w;
     const [lo, hi] = RANGE_MV;

@@ -6,6 +6,7 @@ import { renderPresence } from "./presence-view.js";
 import { RoomMedia } from "./room-media.js";
 import { ExpertConsole } from "./console-expert.js";
 import { OrConsole } from "./console-or.js";
+import { RecordingPanel } from "./recording-panel.js";
 
 /** @typedef {import("./protocol.js").RoomConnection} RoomConnection */
 /** @typedef {import("./protocol.js").ProtocolError} ProtocolError */
@@ -44,6 +45,8 @@ const ui = {
 const media = new RoomMedia(root);
 /** @type {ExpertConsole | OrConsole | null} the console for this participant's role */
 let roleConsole = null;
+/** @type {RecordingPanel} */
+let recordingPanel;
 
 /**
  * The console for a role: the OR's (surgeon), the expert's (expert, moderator), or the
@@ -138,6 +141,7 @@ function render(connection) {
 /** @param {RoomConnection} connection */
 function follow(connection) {
   connection.participants.onChange(() => render(connection));
+  recordingPanel = new RecordingPanel(byTestId("recording-section"), connection);
   connection.on("removed", (/** @type {{reason?: string, by?: string, message?: string}} */ notice) => {
     const reason = (notice && notice.reason) || "removed";
     if (reason === "duplicate_identity") {
@@ -169,6 +173,7 @@ function follow(connection) {
         });
       }
       if (roleConsole && snapshot) roleConsole.joined(snapshot);
+      if (snapshot) recordingPanel.joined(snapshot);
       media.attach(connection).catch((err) => console.error("orbridge: media", err));
     } else if (state === "reconnecting") {
       setState("reconnecting");

@@ -41,8 +41,9 @@ export class VitalsPanel {
   /**
    * @param {HTMLElement} root  the [data-testid=vitals] section
    * @param {HTMLElement} banner  the [data-testid=alarm-banner] element (role="alert")
+   * @param {import("./ecg-strip.js").EcgOptions} [ecgOptions]  replay passes its clock
    */
-  constructor(root, banner) {
+  constructor(root, banner, ecgOptions = {}) {
     this.root = root;
     /** @type {Map<string, Numeric>} */
     this.latest = new Map();
@@ -70,7 +71,8 @@ export class VitalsPanel {
       this._values.set(key, value);
     }
     this.banner = banner;
-    this.ecg = new EcgStrip(/** @type {HTMLCanvasElement} */ (root.querySelector('[data-testid="ecg-strip"]')));
+    const canvas = /** @type {HTMLCanvasElement} */ (root.querySelector('[data-testid="ecg-strip"]'));
+    this.ecg = new EcgStrip(canvas, "ecg_ii", ecgOptions);
   }
 
   /**
@@ -100,6 +102,23 @@ export class VitalsPanel {
     for (const a of (vitals && vitals.alarms) || []) this.alarms.set(a.id, a);
     this.render();
     this.renderAlarms();
+  }
+
+  /**
+   * Show exactly these numerics and alarms (replay: the state at one instant).
+   * @param {Numeric[]} numerics
+   * @param {Alarm[]} alarms
+   */
+  show(numerics, alarms) {
+    this.latest.clear();
+    for (const n of numerics) this.numeric(n);
+    const ids = alarms.map((a) => a.id).join("\n");
+    if (ids !== [...this.alarms.keys()].join("\n")) {
+      this.alarms = new Map(alarms.map((a) => [a.id, a]));
+      this.renderAlarms(); // renders the numerics too
+    } else {
+      this.render();
+    }
   }
 
   /** @param {Numeric} n */
