@@ -89,6 +89,9 @@ LOCKS = web.AppKey("orbridge.recordings.locks", _Locks)
 # -- signed links ---------------------------------------------------------------------------
 
 
+audit = logging.getLogger("orbridge.audit")
+
+
 def link_signature(secret: str, recording_id: str, name: str, exp: int) -> str:
     message = f"{recording_id}\n{name}\n{exp}".encode()
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
@@ -267,6 +270,10 @@ async def get_recording(request: web.Request) -> web.Response:
     manifest = await _load_visible(request, claims)
     if isinstance(manifest, web.Response):
         return manifest
+    # Who opened which patient's recording, when and from where (kept with the server's logs).
+    audit.info("recording %s opened by %s (%s) from %s", manifest.id,
+               claims.identity if claims else "api-key", claims.role.value if claims else "-",
+               request.remote)  # fmt: skip
     return web.json_response(_detail(node, manifest, claims))
 
 

@@ -500,3 +500,15 @@ async def test_pages(lib: LiveNode) -> None:
     status, body, _ = await call(lib, "GET", "/recordings/-bad")
     assert status == 400 and b"Not a recording" in body
     assert SECRET.encode() not in body
+
+
+async def test_opening_a_recording_is_audited(
+    lib: LiveNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="orbridge.audit")
+    token = mint("or-1", Role.TRAINEE, "Student Chen", "trainee-7")
+    status, _, _ = await call(lib, "GET", f"/api/recordings/{A}", token)
+    assert status == 200
+    [record] = [r for r in caplog.records if r.name == "orbridge.audit"]
+    assert A in record.getMessage() and "trainee-7 (trainee)" in record.getMessage()
+    assert "127.0.0.1" in record.getMessage()

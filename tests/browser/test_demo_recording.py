@@ -10,6 +10,7 @@ import base64
 import json
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -51,6 +52,18 @@ GRAB_JS = """([a, b]) => {
 }"""
 
 
+def decode_all(path: Path) -> tuple[int, float]:
+    """Decode every frame of the file's stream (errors raise): (frames, end time in s)."""
+    frames, end = 0, 0.0
+    with av.open(str(path)) as container:
+        stream = container.streams[0]
+        for packet in container.demux(stream):
+            frames += len(packet.decode())
+            if packet.pts is not None and packet.duration:
+                end = max(end, float((packet.pts + packet.duration) * stream.time_base))
+    return frames, end
+
+
 def link(log: str, label: str) -> str:
     return next(line.split()[-1] for line in log.splitlines() if line.strip().startswith(label))
 
@@ -89,6 +102,11 @@ async def test_a_demo_session_is_recorded_and_replayed(tmp_path: Path, pages: Pa
         manifest = Manifest.load(directory)
         assert manifest.state == "complete"
         assert {t.source for t in manifest.tracks} == {"laparoscope", "microphone"}
+        for track in manifest.tracks:  # every file decodes completely, as long as it says
+            for segment in track.segments:
+                decoded, end = await asyncio.to_thread(decode_all, directory / segment.file)
+                assert decoded > 0 and segment.duration is not None and segment.closed
+                assert abs(end - segment.duration) < 0.05, (segment.file, end, segment.duration)
         events = read_events(directory / "events.jsonl")
         [drawn] = [e["annotation"] for e in events if e["type"] == "annotation"]
         video = manifest.main_video()
