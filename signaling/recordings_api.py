@@ -132,8 +132,15 @@ def _caller(request: web.Request) -> Claims | None:
     return claims
 
 
-async def _load_visible(request: web.Request, claims: Claims | None) -> Manifest | web.Response:
-    """The recording of the path if the caller may see it, else the error response."""
+async def _load_visible(
+    request: web.Request,
+) -> tuple[Claims | None, Manifest] | web.Response:
+    """The caller and the recording of the path if the caller may see it, else the error
+    response."""
+    try:
+        claims = _caller(request)
+    except DomainError as exc:
+        return _refusal(exc)
     recording_id = request.match_info["id"]
     try:
         check_recording_id(recording_id)
@@ -144,7 +151,7 @@ async def _load_visible(request: web.Request, claims: Claims | None) -> Manifest
         return error_response(404, "not_found", f"no recording {recording_id!r}")
     if not may_view(claims, manifest):
         return error_response(403, "forbidden", "this recording is not open to this token")
-    return manifest
+    return claims, manifest
 
 
 def _summary(node: Node, manifest: Manifest, claims: Claims | None, exp: int) -> dict[str, Any]:
@@ -263,13 +270,10 @@ async def list_recordings(request: web.Request) -> web.Response:
 
 async def get_recording(request: web.Request) -> web.Response:
     node = _node(request)
-    try:
-        claims = _caller(request)
-    except DomainError as exc:
-        return _refusal(exc)
-    manifest = await _load_visible(request, claims)
-    if isinstance(manifest, web.Response):
-        return manifest
+    loaded = await _load_visible(request)
+    if isinstance(loaded, web.Response):
+        return loaded
+    claims, manifest = loaded
     # Who opened which patient's recording, when and from where (kept with the server's logs).
     audit.info("recording %s opened by %s (%s) from %s", manifest.id,
                claims.identity if claims else "api-key", claims.role.value if claims else "-",
@@ -361,13 +365,10 @@ class RecordingPatch(BaseModel):
 
 async def patch_recording(request: web.Request) -> web.Response:
     node = _node(request)
-    try:
-        claims = _caller(request)
-    except DomainError as exc:
-        return _refusal(exc)
-    manifest = await _load_visible(request, claims)
-    if isinstance(manifest, web.Response):
-        return manifest
+    loaded = await _load_visible(request)
+    if isinstance(loaded, web.Response):
+        return loaded
+    claims, manifest = loaded
     if not may_edit(claims, manifest):
         return error_response(
             403, "forbidden", "only a moderator of this room or an API key may edit a recording"

@@ -1,6 +1,8 @@
 // The expert's annotation tools: a toolbar (pen, arrow, circle, text, pointer; undo, clear)
 // and the pointer handling on an overlay canvas that turns gestures into `annotate` requests.
 
+import { part } from "./dom.js";
+
 /** @typedef {import("./overlay.js").Annotation} Annotation */
 /** @typedef {import("./overlay.js").OverlayCanvas} OverlayCanvas */
 /** @typedef {import("./freeze-frame.js").FreezeFrame} FreezeFrame */
@@ -19,16 +21,6 @@ const SHORTCUTS = { p: "stroke", a: "arrow", c: "circle", t: "text", l: "pointer
 const POINTER_INTERVAL_MS = 80;
 const MAX_STROKE_POINTS = 2000;
 const MIN_STEP = 0.002;
-
-/**
- * @param {HTMLElement} root
- * @param {string} testid
- */
-function part(root, testid) {
-  const el = root.querySelector(`[data-testid="${testid}"]`);
-  if (!el) throw new Error(`missing element ${testid}`);
-  return /** @type {HTMLElement} */ (el);
-}
 
 /** @param {EventTarget | null} target */
 export function isTyping(target) {

@@ -2,6 +2,7 @@
 // laparoscope, freeze-frame, push-to-talk, vitals, and the live delay of the video.
 // The trainee console is the same page without the tools (`tools: false`).
 
+import { part } from "./dom.js";
 import { AnnotationStore } from "./annotation-store.js";
 import { AnnotateTools } from "./annotate-tools.js";
 import { TileOverlays } from "./tile-overlays.js";
@@ -12,16 +13,6 @@ import { PushToTalk } from "./push-to-talk.js";
 /** @typedef {import("./protocol.js").RoomConnection} RoomConnection */
 /** @typedef {import("./room-media.js").RoomMedia} RoomMedia */
 /** @typedef {import("./tile-overlays.js").VideoTile} VideoTile */
-
-/**
- * @param {HTMLElement} root
- * @param {string} testid
- */
-export function part(root, testid) {
-  const el = root.querySelector(`[data-testid="${testid}"]`);
-  if (!el) throw new Error(`missing element ${testid}`);
-  return /** @type {HTMLElement} */ (el);
-}
 
 export class ExpertConsole {
   /**

@@ -7,7 +7,7 @@ import { OverlayCanvas } from "./overlay.js";
 import { VitalsPanel } from "./vitals-panel.js";
 import { LatencyMeter, qualityReporter } from "./latency-meter.js";
 import { isTyping } from "./annotate-tools.js";
-import { part } from "./console-expert.js";
+import { part } from "./dom.js";
 import { ROLE_LABELS } from "./presence-view.js";
 
 /** @typedef {import("./protocol.js").RoomConnection} RoomConnection */

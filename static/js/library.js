@@ -1,6 +1,7 @@
 // The recordings library (/recordings#token=...): search the recordings this token may see,
 // with thumbnails, and open one in the replay page.
 
+import { part } from "./dom.js";
 import { CONSENT_TEXT, api, dateTimeText, forget, initialToken, remember, replayHref, tokenFromText } from "./replay-api.js";
 import { clockText } from "./replay-time.js";
 
@@ -11,15 +12,8 @@ const SEARCH_DELAY_MS = 250;
 
 const root = /** @type {HTMLElement} */ (document.getElementById("library"));
 
-/**
- * @param {string} testid
- * @returns {HTMLElement}
- */
-function byTestId(testid) {
-  const el = root.querySelector(`[data-testid="${testid}"]`);
-  if (!el) throw new Error(`missing element ${testid}`);
-  return /** @type {HTMLElement} */ (el);
-}
+/** @param {string} testid */
+const byTestId = (testid) => part(root, testid);
 
 const ui = {
   status: byTestId("status"),

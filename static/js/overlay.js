@@ -51,6 +51,37 @@ function px(rect, point) {
 }
 
 /**
+ * Size `canvas` to its box at the device pixel ratio, clear it, and clip it to where the
+ * `video`'s picture shows (letterboxed). Returns the context, saved (the caller restores it),
+ * with the picture's rect in CSS pixels; null when there is no picture to draw on.
+ * @param {HTMLCanvasElement} canvas
+ * @param {HTMLVideoElement} video
+ * @returns {{ctx: CanvasRenderingContext2D, rect: Rect} | null}
+ */
+export function clearToPicture(canvas, video) {
+  const dpr = window.devicePixelRatio || 1;
+  const box = canvas.getBoundingClientRect();
+  const w = Math.round(box.width * dpr);
+  const h = Math.round(box.height * dpr);
+  if (canvas.width !== w || canvas.height !== h) {
+    canvas.width = w;
+    canvas.height = h;
+  }
+  const ctx = canvas.getContext("2d");
+  if (!ctx) return null;
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+  if (!video.videoWidth) return null;
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  const rect = containRect(box.width, box.height, video.videoWidth, video.videoHeight);
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(rect.x, rect.y, rect.width, rect.height);
+  ctx.clip();
+  return { ctx, rect };
+}
+
+/**
  * Draw one annotation into `ctx` (box pixels), the picture being at `rect`.
  * @param {CanvasRenderingContext2D} ctx
  * @param {Rect} rect
@@ -227,25 +258,9 @@ export class OverlayCanvas {
 
   /** Draw now. */
   paint() {
-    const dpr = window.devicePixelRatio || 1;
-    const box = this.canvas.getBoundingClientRect();
-    const w = Math.round(box.width * dpr);
-    const h = Math.round(box.height * dpr);
-    if (this.canvas.width !== w || this.canvas.height !== h) {
-      this.canvas.width = w;
-      this.canvas.height = h;
-    }
-    const ctx = this.canvas.getContext("2d");
-    if (!ctx) return;
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.clearRect(0, 0, w, h);
-    if (!this.video.videoWidth) return;
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    const rect = containRect(box.width, box.height, this.video.videoWidth, this.video.videoHeight);
-    ctx.save();
-    ctx.beginPath();
-    ctx.rect(rect.x, rect.y, rect.width, rect.height);
-    ctx.clip();
+    const picture = clearToPicture(this.canvas, this.video);
+    if (!picture) return;
+    const { ctx, rect } = picture;
     for (const a of this.store.kept()) if (this.accept(a)) drawAnnotation(ctx, rect, a);
     const now = performance.now();
     let fading = false;

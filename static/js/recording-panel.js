@@ -3,17 +3,9 @@
 // the `record` grant starts it (with the consent state) and stops it; experts and moderators
 // mark chapters for the teaching library.
 
-/** @typedef {import("./protocol.js").RoomConnection} RoomConnection */
+import { part } from "./dom.js";
 
-/**
- * @param {HTMLElement} root
- * @param {string} testid
- */
-function part(root, testid) {
-  const el = root.querySelector(`[data-testid="${testid}"]`);
-  if (!el) throw new Error(`missing element ${testid}`);
-  return /** @type {HTMLElement} */ (el);
-}
+/** @typedef {import("./protocol.js").RoomConnection} RoomConnection */
 
 export class RecordingPanel {
   /**

@@ -4,7 +4,7 @@
 // an annotation drawn on a known frame, which shows from that very frame.
 
 import { POINTER_FADE_MS } from "./overlay.js";
-import { mediaTime, mediaTimeOfTs, segmentOfTs, wallMs } from "./replay-time.js";
+import { lastAtOrBefore, mediaTime, mediaTimeOfTs, segmentOfTs, wallMs } from "./replay-time.js";
 
 /** @typedef {import("./overlay.js").Annotation} Annotation */
 /** @typedef {import("./replay-time.js").Manifest} Manifest */
@@ -53,22 +53,6 @@ export function parseEvents(text) {
     .map((event, i) => ({ event, i }))
     .sort((a, b) => a.event.t - b.event.t || a.i - b.i)
     .map(({ event }) => event);
-}
-
-/**
- * Index of the last value <= x in an ascending array (-1 if none).
- * @param {number[]} values
- * @param {number} x
- */
-function lastAtOrBefore(values, x) {
-  let lo = 0;
-  let hi = values.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (values[mid] <= x) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo - 1;
 }
 
 export class ReplayEvents {

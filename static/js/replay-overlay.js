@@ -2,7 +2,7 @@
 // presented frame with the annotations that frame shows (overlay.js draws them exactly as the
 // live consoles do).
 
-import { containRect, drawAnnotation } from "./overlay.js";
+import { clearToPicture, drawAnnotation } from "./overlay.js";
 
 /** @typedef {import("./replay-events.js").Shown} Shown */
 
@@ -31,25 +31,9 @@ export class ReplayOverlay {
    */
   paint(shown) {
     this.shown = shown;
-    const dpr = window.devicePixelRatio || 1;
-    const box = this.canvas.getBoundingClientRect();
-    const w = Math.round(box.width * dpr);
-    const h = Math.round(box.height * dpr);
-    if (this.canvas.width !== w || this.canvas.height !== h) {
-      this.canvas.width = w;
-      this.canvas.height = h;
-    }
-    const ctx = this.canvas.getContext("2d");
-    if (!ctx) return;
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.clearRect(0, 0, w, h);
-    if (!this.video.videoWidth || !shown.length) return;
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    const rect = containRect(box.width, box.height, this.video.videoWidth, this.video.videoHeight);
-    ctx.save();
-    ctx.beginPath();
-    ctx.rect(rect.x, rect.y, rect.width, rect.height);
-    ctx.clip();
+    const picture = clearToPicture(this.canvas, this.video);
+    if (!picture) return;
+    const { ctx, rect } = picture;
     for (const { annotation, alpha } of shown) drawAnnotation(ctx, rect, annotation, alpha);
     ctx.restore();
   }

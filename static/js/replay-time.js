@@ -46,11 +46,11 @@ function points(seg) {
 }
 
 /**
- * Index of the last element <= x (Python's bisect_right - 1), clamped to the array.
+ * Index of the last value <= x in an ascending array (Python's bisect_right - 1; -1 if none).
  * @param {number[]} values  ascending
  * @param {number} x
  */
-function floorIndex(values, x) {
+export function lastAtOrBefore(values, x) {
   let lo = 0;
   let hi = values.length;
   while (lo < hi) {
@@ -58,7 +58,16 @@ function floorIndex(values, x) {
     if (values[mid] <= x) lo = mid + 1;
     else hi = mid;
   }
-  return Math.max(0, Math.min(lo - 1, values.length - 1));
+  return lo - 1;
+}
+
+/**
+ * lastAtOrBefore, clamped to the array (as recording/manifest.py clamps its sync points).
+ * @param {number[]} values  ascending
+ * @param {number} x
+ */
+function floorIndex(values, x) {
+  return Math.max(0, Math.min(lastAtOrBefore(values, x), values.length - 1));
 }
 
 /**

@@ -2,6 +2,7 @@
 // experts' drawings redrawn on the very frames they were drawn on, the vitals numerics and ECG
 // strip at the same instant, chapters, seeking and 0.5x-2x speed. Time model: replay-time.js.
 
+import { part } from "./dom.js";
 import { CONSENT_TEXT, api, dateTimeText, forget, initialToken, remember, tokenFromText } from "./replay-api.js";
 import { ReplayEvents, parseEvents } from "./replay-events.js";
 import { ReplayOverlay } from "./replay-overlay.js";
@@ -19,15 +20,8 @@ const FRAME_MS = 1000 / 30;
 const root = /** @type {HTMLElement} */ (document.getElementById("replay"));
 const recordingId = root.dataset.recordingId || "";
 
-/**
- * @param {string} testid
- * @returns {HTMLElement}
- */
-function byTestId(testid) {
-  const el = root.querySelector(`[data-testid="${testid}"]`);
-  if (!el) throw new Error(`missing element ${testid}`);
-  return /** @type {HTMLElement} */ (el);
-}
+/** @param {string} testid */
+const byTestId = (testid) => part(root, testid);
 
 const ui = {
   status: byTestId("status"),

@@ -1,20 +1,11 @@
 // The room page's media: video tiles for what this participant may see, and the buttons to
 // send (the OR's camera and microphone, an expert's voice). Built on media.js.
 
+import { part } from "./dom.js";
 import { MediaSession } from "./media.js";
 
 /** @typedef {import("./protocol.js").RoomConnection} RoomConnection */
 /** @typedef {import("./media.js").TrackInfo} TrackInfo */
-
-/**
- * @param {HTMLElement} root
- * @param {string} testid
- */
-function part(root, testid) {
-  const el = root.querySelector(`[data-testid="${testid}"]`);
-  if (!el) throw new Error(`missing element ${testid}`);
-  return /** @type {HTMLElement} */ (el);
-}
 
 export class RoomMedia {
   /**

@@ -1,6 +1,7 @@
 // The live room page (/room/{room}): join with the token from the link, show who is here.
 // The expert, OR and trainee consoles grow from this page; the protocol is in protocol.js.
 
+import { part } from "./dom.js";
 import { connect, tokenFromLocation, tokenFromText } from "./protocol.js";
 import { renderPresence } from "./presence-view.js";
 import { RoomMedia } from "./room-media.js";
@@ -15,15 +16,8 @@ const root = /** @type {HTMLElement} */ (document.getElementById("room"));
 const room = root.dataset.room || "";
 const storageKey = `orbridge.token.${room}`;
 
-/**
- * @param {string} testid
- * @returns {HTMLElement}
- */
-function byTestId(testid) {
-  const el = root.querySelector(`[data-testid="${testid}"]`);
-  if (!el) throw new Error(`missing element ${testid}`);
-  return /** @type {HTMLElement} */ (el);
-}
+/** @param {string} testid */
+const byTestId = (testid) => part(root, testid);
 
 const ui = {
   status: byTestId("status"),

@@ -22,6 +22,7 @@ from recording.manifest import Manifest
 from rooms.annotations import color_for
 from signaling.client import RoomClient
 from tests.browser.conftest import Pages
+from tests.browser.test_replay import GRAB_JS, is_arrow
 from tests.recording.test_live_recording import Expert
 from tests.support import ServerProcess
 from tests.test_sfu import until
@@ -29,27 +30,6 @@ from tests.test_sfu import until
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 ARROW = ([0.3, 0.3], [0.6, 0.6])  # as tests.recording.test_live_recording.Expert draws it
-
-GRAB_JS = """([a, b]) => {
-  const video = document.querySelector('[data-testid="replay-video"]');
-  const overlay = document.querySelector('[data-testid="replay-overlay"]');
-  const frame = document.createElement("canvas");
-  frame.width = video.videoWidth;
-  frame.height = video.videoHeight;
-  frame.getContext("2d").drawImage(video, 0, 0);
-  const box = overlay.getBoundingClientRect();
-  const s = Math.min(box.width / video.videoWidth, box.height / video.videoHeight);
-  const w = video.videoWidth * s, h = video.videoHeight * s;
-  const x0 = (box.width - w) / 2, y0 = (box.height - h) / 2;
-  const dpr = overlay.width / box.width;
-  const ctx = overlay.getContext("2d");
-  const pixels = [0.15, 0.3, 0.45, 0.6].map((f) => {
-    const x = a[0] + f * (b[0] - a[0]), y = a[1] + f * (b[1] - a[1]);
-    return Array.from(ctx.getImageData(Math.round((x0 + x * w) * dpr),
-                                       Math.round((y0 + y * h) * dpr), 1, 1).data);
-  });
-  return {png: frame.toDataURL("image/png"), pixels};
-}"""
 
 
 def decode_all(path: Path) -> tuple[int, float]:
@@ -127,16 +107,16 @@ async def test_a_demo_session_is_recorded_and_replayed(tmp_path: Path, pages: Pa
         await card.get_by_test_id("recording-link").click()
         await page.wait_for_function("() => window.orbridgeReplay && window.orbridgeReplay.ready")
 
-        rgb = tuple(int(color_for(drawn["author"])[i : i + 2], 16) for i in (1, 3, 5))
+        color = color_for(drawn["author"])
+        rgb = (int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16))
 
         async def grab(at: float) -> tuple[int, bool]:
             await page.evaluate("(ms) => window.orbridgeReplay.seek(ms)", at)
-            got = await page.evaluate(GRAB_JS, list(ARROW))
+            got = await page.evaluate(GRAB_JS, [[0.15, 0.3, 0.45, 0.6], *ARROW])
             png = base64.b64decode(got["png"].split(",", 1)[1])
             stamp = read_timestamp(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR))
             assert stamp is not None, f"no timestamp code in the presented frame at {at} ms"
-            shown = [p[3] > 200 and all(abs(p[i] - rgb[i]) <= 12 for i in range(3))
-                     for p in got["pixels"]]  # fmt: skip
+            shown = [is_arrow(p, rgb) for p in got["pixels"]]
             assert all(shown) or not any(shown), got["pixels"]
             return stamp[0], all(shown)
 
