@@ -12,11 +12,11 @@ from aiortc import RTCPeerConnection, RTCRtpTransceiver
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
-from media import tap
-from media.codecs import prefer_codec
-from media.forwarder import TrackForwarder
-from media.keyframes import KeyframeRequester
-from media.router import MediaRouter, PublishedTrack
+from orbridge.media import tap
+from orbridge.media.codecs import prefer_codec
+from orbridge.media.forwarder import TrackForwarder
+from orbridge.media.keyframes import KeyframeRequester
+from orbridge.media.router import MediaRouter, PublishedTrack
 
 
 class RelaySource(TrackForwarder):

@@ -43,7 +43,7 @@ def pinned_server(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        ["taskset", "-c", str(core), sys.executable, "-m", "signaling.cli", "serve",
+        ["taskset", "-c", str(core), sys.executable, "-m", "orbridge.signaling.cli", "serve",
          "--port", str(port), "--secret", secret, "--log-level", "WARNING", *args],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -2,7 +2,7 @@
 
 Builds a sample recording offline (synthetic laparoscope, VP8, ~10 s, a dozen annotations with
 pointers, vitals every 200 ms with ECG, the scope out of the body 1 s in every 4), then times
-:func:`recording.export.export_recording` in this process for:
+:func:`recording.export.exporter.export_recording` in this process for:
 
 * ``transcode``: decode + H.264 encode only (the floor);
 * ``burn_in``: annotations and the vitals strip;
@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from media.synthetic import BANNER_RECT
-from recording.export import ExportOptions, export_recording
-from recording.sample import SampleAnnotation, make_sample_recording
+from orbridge.media.sim.scene import BANNER_RECT
+from orbridge.recording.export.exporter import ExportOptions, export_recording
+from tests.recording.sample import SampleAnnotation, make_sample_recording
 
 RECORDING = "or-1-20261122T080000Z-b001"
 

@@ -19,9 +19,9 @@ import time
 import urllib.request
 import uuid
 
-from rooms.roles import Role
-from signaling import tokens
-from signaling.client import RoomClient
+from orbridge.rooms import tokens
+from orbridge.rooms.roles import Role
+from orbridge.signaling.cli.client import RoomClient
 from tests.support import SECRET, ServerProcess, redis_server
 
 API_KEY = "presence-expiry-bench"

@@ -4,7 +4,7 @@
 The server's CPU is read over alternating windows with the recording off and on (forwarding the
 same track to nobody either way), so the difference is what recording adds: the recorder sink,
 the writer thread, the event log and manifest. The same run then measures the recorder core
-against aiortc's MediaRecorder (which decodes and re-encodes) with ``recording.bench``.
+against aiortc's MediaRecorder (which decodes and re-encodes) with ``benchmarks.recorder_cost``.
 
     .venv/bin/python -m benchmarks.recording --window 10 --rounds 2
 """
@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import recorder_cost
 from benchmarks.common import cpu_seconds, pinned_server
-from media.sources import write_clip
-from recording import bench
-from rooms.roles import Role
-from signaling import tokens
-from signaling.client import RoomClient
+from orbridge.media.sim.sources import write_clip
+from orbridge.rooms import tokens
+from orbridge.rooms.roles import Role
+from orbridge.signaling.cli.client import RoomClient
 from tests.support import ROOT
 
 SECRET = "recording-benchmark-secret-0123456789abcd"
@@ -36,7 +36,8 @@ KEYS = ("pacing_only_core", "orbridge_core", "aiortc_mediarecorder_core",
 
 async def server_side(url: str, pid: int, clip: Path, window: float, rounds: int) -> dict[str, Any]:
     publisher = await asyncio.create_subprocess_exec(
-        "taskset", "-c", "1", sys.executable, "-m", "signaling.cli", "publish", "--url", url,
+        "taskset", "-c", "1", sys.executable, "-m", "orbridge.signaling.cli",
+        "publish", "--url", url,
         "--room", "or-1", "--secret", SECRET, "--file", str(clip), "--identity", "or-cam",
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -86,7 +87,7 @@ async def main(window: float, rounds: int) -> dict[str, Any]:
         args = ("--data-dir", str(directory), "--recordings-dir", str(directory / "rec"))
         with pinned_server(SECRET, 0, args) as (server, url):
             live = await server_side(url, server.pid, clip, window, rounds)
-    sink = await bench.main(window)
+    sink = await recorder_cost.main(window)
     return {
         "stream": "VP8 1280x720 30 fps ~2.5 Mbps",
         "server": live,

@@ -42,7 +42,9 @@ def pinned(core: int, *cmd: str) -> list[str]:
 
 
 def make_clip(path: Path, seconds: float, width: int, height: int, fps: int, bitrate: int) -> None:
-    from media.sources import write_clip  # the synthetic laparoscopy picture, encoded once
+    from orbridge.media.sim.sources import (
+        write_clip,  # the synthetic laparoscopy picture, encoded once
+    )
 
     write_clip(path, seconds=seconds, width=width, height=height, fps=fps, bitrate=bitrate,
                gop_seconds=2.0)  # fmt: skip
@@ -52,9 +54,9 @@ def serve(mode: str, port: int) -> None:
     """Run one server (a child process of the benchmark)."""
     from aiohttp import web
 
-    from media.router import MediaRouter
-    from signaling.app import create_app
-    from signaling.settings import Settings
+    from orbridge.media.router import MediaRouter
+    from orbridge.signaling.app import create_app
+    from orbridge.signaling.settings import Settings
 
     router: type[MediaRouter] = MediaRouter
     lean = mode != "forward-aiortc"
@@ -88,7 +90,8 @@ def one(mode: str, n: int, clip: Path, window: float) -> dict[str, Any]:
         if not wait_until(lambda: up(url), 20):
             raise RuntimeError(f"server did not start: {server.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
         publisher = subprocess.Popen(
-            pinned(1, python, "-m", "signaling.cli", "publish", "--url", url, "--room", room,
+            pinned(1, python, "-m", "orbridge.signaling.cli",
+                "publish", "--url", url, "--room", room,
                    "--secret", SECRET, "--file", str(clip), "--source", "laparoscope"),
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -97,7 +100,8 @@ def one(mode: str, n: int, clip: Path, window: float) -> dict[str, Any]:
             raise RuntimeError("the publisher did not publish")
         duration = window + 10 + n * 0.06
         load = subprocess.Popen(
-            pinned(1, python, "-m", "signaling.cli", "loadtest", "--url", url, "--room", room,
+            pinned(1, python, "-m", "orbridge.signaling.cli",
+                "loadtest", "--url", url, "--room", room,
                    "--secret", SECRET, "--subscribers", str(n), "--duration", str(duration - 4),
                    "--ramp", "0.05"),
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

@@ -19,9 +19,9 @@ import time
 from typing import Any
 
 from benchmarks.common import cpu_seconds, percentile, pinned_server
-from rooms.roles import Role
-from signaling import tokens
-from signaling.client import RoomClient
+from orbridge.rooms import tokens
+from orbridge.rooms.roles import Role
+from orbridge.signaling.cli.client import RoomClient
 
 SECRET = "vitals-benchmark-secret-0123456789abcdef"
 RATE = 500

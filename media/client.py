@@ -1,5 +1,9 @@
 """The media side of a Python client: publish tracks and receive the room's tracks over the
-same protocol as the browser (docs/protocol.md: publish, subscribe, subscriber_offer)."""
+same protocol as the browser (docs/protocol.md: publish, subscribe, subscriber_offer).
+
+It is handed a `SignalingPort` (the CLI's `RoomClient` is one) instead of importing a protocol
+client, so media stays below the server's face.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,28 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from media.codecs import prefer_codec
-from media.ice import rtc_configuration
-from signaling.client import RoomClient
+from orbridge.media.codecs import prefer_codec
+from orbridge.media.ice import rtc_configuration
 
 log = logging.getLogger("orbridge.client")
+
+
+class SignalingPort(Protocol):
+    """What the media client needs of a signalling connection."""
+
+    async def request(self, event: str, payload: Any = None) -> Any:
+        """Send an event and return the ack's data (raise on an error ack)."""
+        ...
+
+    def on(self, name: str, handler: Callable[[Any], Awaitable[None]]) -> None:
+        """Handle the server's `name` events with `handler`."""
+        ...
+
 
 OnTrack = Callable[[dict[str, Any], MediaStreamTrack], Awaitable[None] | None]
 
@@ -30,7 +46,7 @@ class Outgoing:
 class MediaClient:
     def __init__(
         self,
-        room: RoomClient,
+        room: SignalingPort,
         video_codec: str = "VP8",
         on_pc: Callable[[RTCPeerConnection], None] | None = None,
         before_answer: Callable[[RTCPeerConnection], None] | None = None,

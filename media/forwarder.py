@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from media.fast_sender import PayloadCache
-from media.keyframes import KeyframeRequester
+from orbridge.media.keyframes import KeyframeRequester
+from orbridge.media.lean_sender import PayloadCache
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class SubscriberStats:
     keyframe_requests_sent: int = 0
     keyframe_requests_suppressed: int = 0
     keyframe_requests_received: int = 0
-    """PLI/FIR received from this subscriber's peer (see ``media.packet_track``)."""
+    """PLI/FIR received from this subscriber's peer (see ``media.subscriber_track``)."""
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)

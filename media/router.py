@@ -19,14 +19,14 @@ from typing import Any, Protocol
 from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from media import fast_sender
-from media.codecs import negotiated_codec, restrict_answer_codec
-from media.forwarder import TrackForwarder
-from media.ice import filter_remote_candidates, rtc_configuration
-from media.keyframes import KeyframeRequester
-from media.packet_track import add_subscriber_track
-from rooms.errors import DomainError
-from rooms.roles import Grant
+from orbridge.media import lean_sender
+from orbridge.media.codecs import negotiated_codec, restrict_answer_codec
+from orbridge.media.forwarder import TrackForwarder
+from orbridge.media.ice import filter_remote_candidates, rtc_configuration
+from orbridge.media.keyframes import KeyframeRequester
+from orbridge.media.subscriber_track import add_subscriber_track
+from orbridge.rooms.errors import DomainError
+from orbridge.rooms.roles import Grant
 
 log = logging.getLogger("orbridge.media")
 
@@ -53,7 +53,7 @@ class MediaConfig:
     turn_credential: str | None = None
     queue_size: int = 30  # frames per subscriber queue (about 1 s of video)
     answer_timeout: float = 15.0  # seconds a client has to answer a subscriber offer
-    lean_sender: bool = True  # media/fast_sender.py; False: aiortc's own send loop
+    lean_sender: bool = True  # media/lean_sender.py; False: aiortc's own send loop
     # At most one keyframe request (PLI) upstream per track per this many seconds: keyframes
     # are large, and a county OR's uplink is small.
     keyframe_interval: float = 0.5
@@ -484,7 +484,7 @@ class MediaRouter:
         if subscription is None:
             return None
         near = subscription.track.forwarder.last_ts
-        return fast_sender.source_timestamp(subscription.transceiver.sender, rtp_timestamp, near)
+        return lean_sender.source_timestamp(subscription.transceiver.sender, rtp_timestamp, near)
 
     def stats(self) -> dict[str, int]:
         """Counts, plus live forwarders' and subscribers' counters summed."""

@@ -63,7 +63,7 @@ def new_recording_id(room: str, now_ms: int | None = None) -> str:
 
 @dataclass
 class Segment:
-    """One file of a track (see recording.writer.SegmentInfo, whose fields it copies)."""
+    """One file of a track (see recording.live.writer.SegmentInfo, whose fields it copies)."""
 
     file: str
     track_id: str

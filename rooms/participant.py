@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from rooms.roles import Grant, Role
+from orbridge.rooms.roles import Grant, Role
 
 
 @dataclass(frozen=True, slots=True)

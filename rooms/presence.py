@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rooms.participant import Participant
+from orbridge.rooms.participant import Participant
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ def summarize(room: str, members: Sequence[Participant]) -> RoomSummary:
 
 
 class PresenceStore(ABC):
-    """The presence contract both backends satisfy (tests/test_presence.py runs on both)."""
+    """The presence contract both backends satisfy (tests/rooms/test_presence.py runs on both)."""
 
     def __init__(self, ttl_ms: int) -> None:
         if ttl_ms <= 0:

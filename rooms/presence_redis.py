@@ -22,8 +22,8 @@ from collections.abc import Iterable
 
 import redis.asyncio as redis_async
 
-from rooms.participant import Participant
-from rooms.presence import (
+from orbridge.rooms.participant import Participant
+from orbridge.rooms.presence import (
     NodeInfo,
     PresenceKey,
     PresenceStore,

@@ -14,9 +14,9 @@ import contextlib
 import logging
 from typing import Any, Protocol
 
-from rooms.errors import DomainError
-from rooms.participant import Participant
-from rooms.presence import NodeInfo, PresenceKey, PresenceStore
+from orbridge.rooms.errors import DomainError
+from orbridge.rooms.participant import Participant
+from orbridge.rooms.presence import NodeInfo, PresenceKey, PresenceStore
 
 log = logging.getLogger("orbridge.rooms")
 

@@ -32,7 +32,7 @@ async def main() -> None:
     port = free_port()
     data = tempfile.mkdtemp()
     server = subprocess.Popen(  # noqa: ASYNC220 - started once, read line by line below
-        [sys.executable, "-m", "signaling.cli", "serve", "--demo", "--port", str(port),
+        [sys.executable, "-m", "orbridge.signaling.cli", "serve", "--demo", "--port", str(port),
          "--data-dir", data], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     links: dict[str, str] = {}

@@ -1,3 +1,3 @@
-"""The server's face: app factory, CLI, settings, tokens, Socket.IO and HTTP."""
+"""The server's face and composition root: app factory, settings, Socket.IO, HTTP, ingest, CLI."""
 
 __version__ = "0.1.0"

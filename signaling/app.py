@@ -8,29 +8,30 @@ import time
 import socketio
 from aiohttp import web
 
-from media.ice import configure_candidate_addresses
-from media.router import MediaConfig, MediaRouter
-from media.tap import install_tap
-from recording.service import RecordingService
-from rooms.bus import LocalBus, RedisBus, RoomBus
-from rooms.presence import MemoryPresence, NodeInfo, PresenceStore
-from rooms.presence_redis import RedisPresence
-from rooms.service import RoomService
-from rooms.vitals import VitalsBatch
-from rooms.vitals_hub import VitalsHub
-from signaling import __version__, http_api
-from signaling.annotation_events import AnnotationEvents
-from signaling.fhir_api import add_fhir_routes
-from signaling.media_events import MediaEvents, SocketSignals
-from signaling.metrics import Metrics
-from signaling.mllp import MllpListener
-from signaling.namespace import RoomNamespace
-from signaling.node import NODE, Node
-from signaling.pages import setup_pages
-from signaling.recording_events import RecordingEvents
-from signaling.recordings_api import add_recording_routes
-from signaling.settings import Settings
-from signaling.vitals_events import VitalsEvents
+from orbridge.media.ice import configure_candidate_addresses
+from orbridge.media.router import MediaConfig, MediaRouter
+from orbridge.media.tap import install_tap
+from orbridge.recording.live.service import RecordingService
+from orbridge.rooms.bus import LocalBus, RedisBus, RoomBus
+from orbridge.rooms.presence import MemoryPresence, NodeInfo, PresenceStore
+from orbridge.rooms.presence_redis import RedisPresence
+from orbridge.rooms.service import RoomService
+from orbridge.rooms.vitals.hub import VitalsHub
+from orbridge.rooms.vitals.model import VitalsBatch
+from orbridge.signaling import __version__
+from orbridge.signaling.ingest.mllp import MllpListener
+from orbridge.signaling.metrics import Metrics
+from orbridge.signaling.node import NODE, Node
+from orbridge.signaling.settings import Settings
+from orbridge.signaling.sio.annotations import AnnotationEvents
+from orbridge.signaling.sio.media import MediaEvents, SocketSignals
+from orbridge.signaling.sio.namespace import RoomNamespace
+from orbridge.signaling.sio.recording import RecordingEvents
+from orbridge.signaling.sio.vitals import VitalsEvents
+from orbridge.signaling.web import api as http_api
+from orbridge.signaling.web.fhir import add_fhir_routes
+from orbridge.signaling.web.pages import setup_pages
+from orbridge.signaling.web.recordings import add_recording_routes
 
 log = logging.getLogger("orbridge")
 

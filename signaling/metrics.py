@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from rooms.presence import PresenceStore
-from rooms.roles import Role
+from orbridge.rooms.presence import PresenceStore
+from orbridge.rooms.roles import Role
 
 
 class Metrics:

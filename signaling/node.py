@@ -7,16 +7,16 @@ from dataclasses import dataclass
 import socketio
 from aiohttp import web
 
-from media.router import MediaRouter
-from recording.service import RecordingService
-from rooms.presence import NodeInfo, PresenceStore
-from rooms.service import RoomService
-from rooms.vitals_hub import VitalsHub
-from signaling.annotation_events import AnnotationEvents
-from signaling.metrics import Metrics
-from signaling.mllp import MllpListener
-from signaling.namespace import RoomNamespace
-from signaling.settings import Settings
+from orbridge.media.router import MediaRouter
+from orbridge.recording.live.service import RecordingService
+from orbridge.rooms.presence import NodeInfo, PresenceStore
+from orbridge.rooms.service import RoomService
+from orbridge.rooms.vitals.hub import VitalsHub
+from orbridge.signaling.ingest.mllp import MllpListener
+from orbridge.signaling.metrics import Metrics
+from orbridge.signaling.settings import Settings
+from orbridge.signaling.sio.annotations import AnnotationEvents
+from orbridge.signaling.sio.namespace import RoomNamespace
 
 
 @dataclass

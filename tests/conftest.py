@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from rooms.roles import Role
-from signaling import tokens
-from signaling.app import create_app
-from signaling.client import RoomClient
-from signaling.node import NODE, Node
-from signaling.settings import Settings
+from orbridge.rooms import tokens
+from orbridge.rooms.roles import Role
+from orbridge.signaling.app import create_app
+from orbridge.signaling.cli.client import RoomClient
+from orbridge.signaling.node import NODE, Node
+from orbridge.signaling.settings import Settings
 from tests.support import SECRET, free_port, redis_server
 
 

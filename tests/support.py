@@ -88,7 +88,7 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [
-            sys.executable, "-m", "signaling.cli", "serve",
+            sys.executable, "-m", "orbridge.signaling.cli", "serve",
             "--port", str(self.port), *(["--secret", secret] if secret else []), *args,
         ]  # fmt: skip
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"orbridge-node-{self.port}.log"

@@ -149,7 +149,7 @@ export class ReplayEvents {
       if (e.type === "vitals" && e.batch) {
         for (const n of e.batch.numerics || []) {
           if (!n || typeof n.value !== "number" || typeof n.kind !== "string") continue;
-          const kind = n.kind; // rooms.vitals keys: the server normalizes every feed
+          const kind = n.kind; // rooms.vitals.model keys: the server normalizes every feed
           let series = this._numerics.get(kind);
           if (!series) this._numerics.set(kind, (series = { t: [], numerics: [] }));
           series.t.push(e.t);

@@ -29,11 +29,11 @@ from playwright.async_api import (
     expect,
 )
 
-from rooms.roles import Role
-from signaling import tokens
-from signaling.app import create_app
-from signaling.node import NODE, Node
-from signaling.settings import Settings
+from orbridge.rooms import tokens
+from orbridge.rooms.roles import Role
+from orbridge.signaling.app import create_app
+from orbridge.signaling.node import NODE, Node
+from orbridge.signaling.settings import Settings
 from tests.conftest import LiveNode
 from tests.support import ROOT, SECRET, free_port
 

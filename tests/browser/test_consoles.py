@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Page, expect
 
-from signaling.client import RoomClient
+from orbridge.signaling.cli.client import RoomClient
 from tests.browser.conftest import Pages, WebNode
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

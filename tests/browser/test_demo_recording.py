@@ -16,20 +16,20 @@ import numpy as np
 import pytest
 from playwright.async_api import expect
 
-from media.synthetic import read_timestamp
-from recording.eventlog import read_events
-from recording.manifest import Manifest
-from rooms.annotations import color_for
-from signaling.client import RoomClient
+from orbridge.media.sim.scene import read_timestamp
+from orbridge.recording.eventlog import read_events
+from orbridge.recording.manifest import Manifest
+from orbridge.rooms.annotations.model import color_for
+from orbridge.signaling.cli.client import RoomClient
 from tests.browser.conftest import Pages
 from tests.browser.test_replay import GRAB_JS, is_arrow
-from tests.recording.test_live_recording import Expert
+from tests.e2e.test_live_recording import Expert
+from tests.e2e.test_sfu import until
 from tests.support import ServerProcess
-from tests.test_sfu import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-ARROW = ([0.3, 0.3], [0.6, 0.6])  # as tests.recording.test_live_recording.Expert draws it
+ARROW = ([0.3, 0.3], [0.6, 0.6])  # as tests.e2e.test_live_recording.Expert draws it
 
 
 def decode_all(path: Path) -> tuple[int, float]:

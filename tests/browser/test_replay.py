@@ -1,5 +1,5 @@
 """The recordings library and replay in headless Chromium, against recordings whose truth is
-known (recording.sample): the thumbnails load and the search filters; the arrow drawn on frame
+known (tests.recording.sample): the thumbnails load and the search filters; the arrow drawn on frame
 45 appears on frame 45 and not on frame 44 (the presented frame read back from the <video> and
 its timestamp code decoded); the vitals at an instant are the ones logged by then; 2x speed
 runs twice as fast; chapters seek; the time math of replay-time.js is manifest.py's."""
@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 from playwright.async_api import Page, expect
 
-from media.synthetic import read_timestamp
-from recording.manifest import Manifest, Segment, TrackEntry
-from recording.sample import SampleAnnotation, SampleRecording, make_sample_recording
-from recording.writer import SegmentWriter
-from rooms.roles import Role
-from signaling import tokens
+from orbridge.media.sim.scene import read_timestamp
+from orbridge.recording.live.writer import SegmentWriter
+from orbridge.recording.manifest import Manifest, Segment, TrackEntry
+from orbridge.rooms import tokens
+from orbridge.rooms.roles import Role
 from tests.browser.conftest import Pages, StartWebNode, WebNode
+from tests.recording.sample import SampleAnnotation, SampleRecording, make_sample_recording
 from tests.support import SECRET
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Locator, Page, expect
 
-from signaling.client import RoomClient
+from orbridge.signaling.cli.client import RoomClient
 from tests.browser.conftest import Pages, StartWebNode, WebNode
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

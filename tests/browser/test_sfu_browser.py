@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, expect
 
-from rooms.roles import Role
-from signaling import tokens
+from orbridge.rooms import tokens
+from orbridge.rooms.roles import Role
 from tests.browser.conftest import Pages
 from tests.support import SECRET, ServerProcess
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from signaling.pages import STATIC_DIR
+from orbridge.signaling.web.pages import STATIC_DIR
 
 
 def test_vendored_files_match_the_manifest() -> None:

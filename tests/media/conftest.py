@@ -24,12 +24,12 @@ from aiortc.mediastreams import (
     VideoStreamTrack,
 )
 
-from media.codecs import negotiated_codec, prefer_codec
-from media.forwarder import TrackForwarder
-from media.ice import configure_candidate_addresses, rtc_configuration
-from media.keyframes import KeyframeRequester
-from media.packet_track import SubscriberTrack, add_subscriber_track
-from media.tap import install_tap, set_receive_mode, uninstall_tap
+from orbridge.media.codecs import negotiated_codec, prefer_codec
+from orbridge.media.forwarder import TrackForwarder
+from orbridge.media.ice import configure_candidate_addresses, rtc_configuration
+from orbridge.media.keyframes import KeyframeRequester
+from orbridge.media.subscriber_track import SubscriberTrack, add_subscriber_track
+from orbridge.media.tap import install_tap, set_receive_mode, uninstall_tap
 
 WIDTH, HEIGHT = 320, 240
 CONNECT_TIMEOUT = 10.0

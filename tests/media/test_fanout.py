@@ -8,10 +8,10 @@ import time
 import av
 import pytest
 
-from media import tap
-from media.codecs import negotiated_codec, same_codec
-from media.ice import sdp_candidate_addresses
-from media.tap import vp8_frame_size
+from orbridge.media import tap
+from orbridge.media.codecs import negotiated_codec, same_codec
+from orbridge.media.ice import sdp_candidate_addresses
+from orbridge.media.tap import vp8_frame_size
 
 
 @pytest.mark.parametrize("codec", ["VP8", "H264"])
@@ -117,7 +117,7 @@ async def test_keyframe_requests_are_throttled(rig) -> None:
 
 
 async def test_trailing_request_when_no_keyframe_follows(rig) -> None:
-    from media.keyframes import KeyframeRequester
+    from orbridge.media.keyframes import KeyframeRequester
 
     pub = await rig.publisher()
     # A second requester on the same receiver that is never told about keyframes.

@@ -9,8 +9,8 @@ import av
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from media.forwarder import SubscriberClosed, TrackForwarder
-from media.packet_track import SubscriberTrack
+from orbridge.media.forwarder import SubscriberClosed, TrackForwarder
+from orbridge.media.subscriber_track import SubscriberTrack
 
 
 class ScriptedTrack(MediaStreamTrack):

@@ -6,7 +6,7 @@ import aioice.ice
 import aiortc.rtcicetransport
 from aiortc import RTCPeerConnection
 
-from media.ice import (
+from orbridge.media.ice import (
     configure_candidate_addresses,
     rtc_configuration,
     sdp_candidate_addresses,
@@ -69,7 +69,7 @@ def test_reset_restores_aioice_and_aiortc() -> None:
 
 
 def test_loopback_server_ignores_remote_candidates_elsewhere() -> None:
-    from media.ice import configure_candidate_addresses, filter_remote_candidates
+    from orbridge.media.ice import configure_candidate_addresses, filter_remote_candidates
 
     sdp = "\r\n".join([
         "v=0", "m=video 9 UDP/TLS/RTP/SAVPF 96",

@@ -16,17 +16,9 @@ import pytest
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from media.codecs import negotiated_codec, prefer_codec
-from media.keyframes import media_ssrc_from_sdp
-from media.sources import (
-    VIDEO_TIME_BASE,
-    FileVideoTrack,
-    SyntheticVideoTrack,
-    VideoEncoder,
-    wire_keyframe_requests,
-    write_clip,
-)
-from media.synthetic import (
+from orbridge.media.codecs import negotiated_codec, prefer_codec
+from orbridge.media.keyframes import media_ssrc_from_sdp
+from orbridge.media.sim.scene import (
     BANNER_RECT_720P,
     CODE_RECT_720P,
     FRAME_MODULO,
@@ -37,7 +29,15 @@ from media.synthetic import (
     read_timestamp,
     scope_circle,
 )
-from media.tap import set_receive_mode
+from orbridge.media.sim.sources import (
+    VIDEO_TIME_BASE,
+    FileVideoTrack,
+    SyntheticVideoTrack,
+    VideoEncoder,
+    wire_keyframe_requests,
+    write_clip,
+)
+from orbridge.media.tap import set_receive_mode
 
 BASE_MS = 1_795_300_000_000  # 2026-11
 

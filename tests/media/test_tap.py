@@ -12,8 +12,8 @@ import pytest
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from media import tap
-from media.tap import (
+from orbridge.media import tap
+from orbridge.media.tap import (
     MeteredEncoder,
     PassthroughDecoder,
     h264_is_keyframe,

@@ -10,8 +10,8 @@ import av
 import cv2
 import pytest
 
-from media.sources import VideoEncoder
-from media.synthetic import SyntheticScene, read_timestamp
+from orbridge.media.sim.scene import SyntheticScene, read_timestamp
+from orbridge.media.sim.sources import VideoEncoder
 from tests.media.conftest import media_env, rig  # noqa: F401  (fixtures reused as they are)
 
 TB90K = fractions.Fraction(1, 90000)

@@ -10,8 +10,8 @@ import asyncio
 import sys
 import time
 
-from media.sources import SyntheticVideoTrack
-from recording.writer import SegmentWriter
+from orbridge.media.sim.sources import SyntheticVideoTrack
+from orbridge.recording.live.writer import SegmentWriter
 
 
 async def main(path: str, codec: str) -> None:

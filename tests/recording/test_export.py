@@ -23,8 +23,9 @@ import cv2
 import numpy as np
 import pytest
 
-from media.synthetic import BANNER_RECT, SyntheticScene, banner_rect, read_timestamp
-from recording.deidentify import (
+from orbridge.media.sim.scene import BANNER_RECT, SyntheticScene, banner_rect, read_timestamp
+from orbridge.recording.eventlog import read_events
+from orbridge.recording.export.deidentify import (
     ENTER_OUT,
     EXIT_OUT,
     OutOfBodyDetector,
@@ -32,8 +33,7 @@ from recording.deidentify import (
     mask_regions,
     region_pixels,
 )
-from recording.eventlog import read_events
-from recording.export import (
+from orbridge.recording.export.exporter import (
     ExportInputError,
     ExportOptions,
     ProgressBar,
@@ -41,9 +41,9 @@ from recording.export import (
     export_recording,
     schedule_annotations,
 )
-from recording.manifest import Segment
-from recording.render import ECG_COLOR, VitalsTimeline, draw_annotation, parse_color
-from recording.sample import SampleAnnotation, SampleRecording, make_sample_recording
+from orbridge.recording.export.render import ECG_COLOR, VitalsTimeline, draw_annotation, parse_color
+from orbridge.recording.manifest import Segment
+from tests.recording.sample import SampleAnnotation, SampleRecording, make_sample_recording
 
 W, H, FPS, SECONDS = 640, 360, 30, 4.0
 FRAMES = int(SECONDS * FPS)
@@ -527,7 +527,7 @@ def test_withdrawn_consent_is_never_exported(tmp_path: Path) -> None:
 
 def orbridge(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).parent / "orbridge"
-    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "signaling.cli"]
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "orbridge.signaling.cli"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORBRIDGE_")}
     env["ORBRIDGE_DATA_DIR"] = str(cwd / "data")
     return subprocess.run(

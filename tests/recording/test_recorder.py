@@ -17,10 +17,10 @@ import av
 import numpy as np
 import pytest
 
-from media.forwarder import TrackForwarder
-from media.sources import SyntheticVideoTrack
-from recording.recorder import TrackRecorder
-from recording.writer import SegmentWriter
+from orbridge.media.forwarder import TrackForwarder
+from orbridge.media.sim.sources import SyntheticVideoTrack
+from orbridge.recording.live.recorder import TrackRecorder
+from orbridge.recording.live.writer import SegmentWriter
 from tests.recording.conftest import decode_file, encode_packets
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,1 @@
+"""Synthetic media sources: the laparoscopy-like scene, encoders, packet tracks, clips."""

@@ -1,0 +1,1 @@
+"""Export for teaching: burned-in overlays and vitals, de-identification."""

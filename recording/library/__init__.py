@@ -1,0 +1,1 @@
+"""The library: the recordings store, who may see what, thumbnails."""

@@ -1,0 +1,1 @@
+"""Annotations (telestration): the model and the per-room hub that keeps overlays."""

@@ -1,0 +1,199 @@
+"""Signed join tokens: HS256 JWTs naming a room, an identity, a role and its grants.
+
+A *library token* also carries a `library` claim (room globs): it opens the recordings of
+those rooms (docs/library.md) and is refused for joining any room.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import jwt
+
+from orbridge.rooms.errors import DomainError
+from orbridge.rooms.roles import Grant, Role, ceiling, resolve_grants
+
+ISSUER = "orbridge"
+ALGORITHM = "HS256"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+LIBRARY_GLOB_RE = re.compile(r"^[A-Za-z0-9*?][A-Za-z0-9._*?-]{0,63}$")
+MAX_LIBRARY_GLOBS = 16
+LIBRARY_ROOM = "library"  # the room claim of a library token (it joins no room)
+MAX_DISPLAY_NAME = 80
+MAX_TTL_S = 7 * 24 * 3600
+_TTL_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    room: str
+    identity: str
+    name: str
+    role: Role
+    grants: frozenset[Grant]
+    expires_at: int  # seconds since the epoch
+    library: tuple[str, ...] = ()  # room globs of a library token; empty for a join token
+
+    def allows(self, grant: Grant) -> bool:
+        return grant in self.grants
+
+
+def parse_ttl(text: str) -> int:
+    """'90', '90s', '15m', '2h', '1d' -> seconds."""
+    match = _TTL_RE.match(text)
+    if not match:
+        raise ValueError(f"cannot read TTL {text!r}: use e.g. 90s, 15m, 2h or 1d")
+    seconds = int(match.group(1)) * _TTL_UNITS[match.group(2)]
+    if not 0 < seconds <= MAX_TTL_S:
+        raise ValueError(f"TTL must be between 1 s and {MAX_TTL_S // 86400} days")
+    return seconds
+
+
+def check_name(kind: str, value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError(
+            f"{kind} {value!r} must be 1-64 characters of letters, digits, '.', '_' or '-'"
+            " and start with a letter or digit"
+        )
+    return value
+
+
+def check_library(globs: object) -> tuple[str, ...]:
+    """1-16 room globs (fnmatch: `*`, `?`), each like a room name; ValueError otherwise."""
+    if not isinstance(globs, list | tuple) or not 1 <= len(globs) <= MAX_LIBRARY_GLOBS:
+        raise ValueError(f"library must list 1-{MAX_LIBRARY_GLOBS} room globs")
+    for glob in globs:
+        if not isinstance(glob, str) or not LIBRARY_GLOB_RE.match(glob):
+            raise ValueError(
+                f"library glob {glob!r} must be 1-64 characters of letters, digits, '.', '_',"
+                " '-', '*' or '?'"
+            )
+    return tuple(dict.fromkeys(globs))
+
+
+def check_display_name(value: str) -> str:
+    value = value.strip()
+    if not value or len(value) > MAX_DISPLAY_NAME or any(ord(c) < 32 for c in value):
+        raise ValueError(f"display name must be 1-{MAX_DISPLAY_NAME} printable characters")
+    return value
+
+
+def mint(
+    secret: str,
+    room: str,
+    role: Role,
+    name: str,
+    identity: str | None = None,
+    ttl_s: int = 2 * 3600,
+    extra_grants: set[Grant] | None = None,
+    now: float | None = None,
+    library: list[str] | tuple[str, ...] | None = None,
+) -> str:
+    """A join token for `room`; with `library` (room globs), a library token instead.
+
+    A library token carries the role (a moderator's sees pending consent) but only the
+    `view_recordings` grant: it is for the recordings API, never for a live room.
+    """
+    check_name("room", room)
+    identity = check_name("identity", identity or f"{role.value}-{uuid.uuid4().hex[:8]}")
+    name = check_display_name(name)
+    if library is not None:
+        globs = check_library(library)
+        if set(extra_grants or ()) - {Grant.VIEW_RECORDINGS}:
+            raise ValueError("a library token carries only the view_recordings grant")
+        grants = resolve_grants(role, {Grant.VIEW_RECORDINGS}) & {Grant.VIEW_RECORDINGS}
+    else:
+        grants = resolve_grants(role, extra_grants)
+    issued = int(now if now is not None else time.time())
+    payload = {
+        "iss": ISSUER,
+        "sub": identity,
+        "room": room,
+        "name": name,
+        "role": role.value,
+        "grants": sorted(g.value for g in grants),
+        "iat": issued,
+        "nbf": issued - 30,  # tolerate a little clock skew between minting host and server
+        "exp": issued + ttl_s,
+        "jti": uuid.uuid4().hex,
+    }
+    if library is not None:
+        payload["library"] = list(globs)
+    return jwt.encode(payload, secret, algorithm=ALGORITHM)
+
+
+def verify(secret: str, token: object, room: str | None = None) -> Claims:
+    """Check signature, expiry, issuer and claims; raise DomainError with a reason code.
+
+    With `room` (joining it), a library token is refused: it opens recordings only."""
+    if not isinstance(token, str) or not token:
+        raise DomainError("token_missing", "a join token is required")
+    if len(token) > 4096:
+        raise DomainError("token_invalid", "the token is too long")
+    try:
+        payload = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "iss"]},
+            leeway=5,
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise DomainError("token_expired", "the token has expired; ask for a new one") from exc
+    except jwt.InvalidSignatureError as exc:
+        raise DomainError("token_invalid", "the token's signature is not valid") from exc
+    except jwt.PyJWTError as exc:
+        raise DomainError("token_invalid", f"the token is not valid: {exc}") from exc
+    try:
+        claims_room = check_name("room", str(payload["room"]))
+        identity = check_name("identity", str(payload["sub"]))
+        name = check_display_name(str(payload["name"]))
+        role = Role(payload["role"])
+        grants = frozenset(Grant(g) for g in payload["grants"])
+        library = check_library(payload["library"]) if "library" in payload else ()
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DomainError("token_invalid", f"the token's claims are not valid: {exc}") from exc
+    if not grants <= ceiling(role):
+        raise DomainError("token_invalid", f"the token grants more than a {role.value} may have")
+    if room is not None and library:
+        raise DomainError("token_invalid", "a library token cannot join a room")
+    if room is not None and room != claims_room:
+        raise DomainError("token_wrong_room", f"this token is for another room, not {room!r}")
+    return Claims(
+        room=claims_room,
+        identity=identity,
+        name=name,
+        role=role,
+        grants=grants,
+        expires_at=int(payload["exp"]),
+        library=library,
+    )
+
+
+def join_url(base_url: str, room: str, token: str) -> str:
+    # The token travels in the fragment: browsers never send it, so no server logs it.
+    return f"{base_url.rstrip('/')}/room/{quote(room)}#token={token}"
+
+
+def library_url(base_url: str, token: str) -> str:
+    """The library page with a library token (in the fragment, like a join link)."""
+    return f"{base_url.rstrip('/')}/recordings#token={token}"
+
+
+def cli_token(token: str | None, secret: str | None, room: str | None, role: Role, name: str,
+              identity: str | None = None) -> str:  # fmt: skip
+    """The token a CLI client connects with: the one given, or one minted with the secret
+    (`--secret` or ORBRIDGE_SECRET). ValueError says what is missing or wrong."""
+    if token:
+        return token
+    secret = secret or os.environ.get("ORBRIDGE_SECRET")
+    if not room or not secret:
+        raise ValueError("give --token, or --room with --secret (or ORBRIDGE_SECRET) to mint one")
+    return mint(secret, room=room, role=role, name=name, identity=identity)

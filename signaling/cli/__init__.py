@@ -1,0 +1,1 @@
+"""The `orbridge` command and every command-line client and simulator."""

@@ -1,0 +1,7 @@
+"""`python -m orbridge.signaling.cli` runs the `orbridge` command."""
+
+import sys
+
+from orbridge.signaling.cli.main import main
+
+sys.exit(main())

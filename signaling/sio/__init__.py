@@ -1,0 +1,1 @@
+"""The Socket.IO face: the namespace, the event gate, the schemas and the thin handlers."""

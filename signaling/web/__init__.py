@@ -1,0 +1,1 @@
+"""HTTP routes: health, metrics, the rooms API, pages, the recordings library, FHIR ingest."""

@@ -1,0 +1,514 @@
+"""The recordings library over HTTP: pages, JSON API and signed media files (docs/library.md).
+
+* ``GET /recordings``, ``GET /recordings/{id}``: the library and replay pages (the token
+  travels in the URL fragment; the pages send it as ``Authorization: Bearer``).
+* ``GET /api/recordings``, ``GET|PATCH /api/recordings/{id}``: the JSON API.
+* ``GET /recordings/{id}/files/{name}?exp=&sig=``: a media file behind a signed, expiring link
+  (a ``<video>`` cannot send a header), with HTTP ranges so that seeking is instant.
+
+The recordings directory is read off the event loop (``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from aiohttp import web
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from orbridge.recording.library.access import may_edit, may_view
+from orbridge.recording.library.store import THUMBNAIL, RecordingNotFound, RecordingStore
+from orbridge.recording.library.thumbnails import ensure_thumbnail, make_thumbnail
+from orbridge.recording.manifest import (
+    CONSENT_STATES,
+    Consent,
+    Manifest,
+    check_file_name,
+    check_recording_id,
+)
+from orbridge.rooms.errors import DomainError
+from orbridge.rooms.roles import Grant
+from orbridge.rooms.tokens import Claims
+from orbridge.signaling.node import NODE, Node
+from orbridge.signaling.sio.gate import describe
+from orbridge.signaling.web.api import auth_status, authenticate, error_response
+from orbridge.signaling.web.pages import _render
+
+log = logging.getLogger("orbridge.recordings")
+
+__all__ = ["add_recording_routes", "link_signature", "signed_link"]
+
+MAX_TAGS = 16
+MAX_TAG = 40
+MAX_NOTE = 500
+MAX_TEXT = 200  # procedure, hospital
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+FILE_HEADERS = {
+    "Cache-Control": "private, max-age=3600",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@dataclass
+class _Locks:
+    """Per recording: one thumbnail build and one metadata edit at a time."""
+
+    thumbnails: dict[str, asyncio.Lock]
+    edits: dict[str, asyncio.Lock]
+
+    def thumbnail(self, recording_id: str) -> asyncio.Lock:
+        return self.thumbnails.setdefault(recording_id, asyncio.Lock())
+
+    def edit(self, recording_id: str) -> asyncio.Lock:
+        return self.edits.setdefault(recording_id, asyncio.Lock())
+
+
+LOCKS = web.AppKey("orbridge.recordings.locks", _Locks)
+
+
+# -- signed links ---------------------------------------------------------------------------
+
+
+audit = logging.getLogger("orbridge.audit")
+
+
+def link_signature(secret: str, recording_id: str, name: str, exp: int) -> str:
+    message = f"{recording_id}\n{name}\n{exp}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def signed_link(secret: str, recording_id: str, name: str, exp: int) -> str:
+    """A same-origin URL of one file of a recording, valid until ``exp`` (unix seconds)."""
+    sig = link_signature(secret, recording_id, name, exp)
+    return f"/recordings/{quote(recording_id)}/files/{quote(name)}?exp={exp}&sig={sig}"
+
+
+def _link_expiry(node: Node, claims: Claims | None) -> int:
+    # A link never outlives the token that obtained it.
+    expiry = int(time.time()) + node.settings.recording_grant_ttl
+    return expiry if claims is None else min(expiry, claims.expires_at)
+
+
+# -- request helpers ------------------------------------------------------------------------
+
+
+def _node(request: web.Request) -> Node:
+    return request.app[NODE]
+
+
+def _store(request: web.Request) -> RecordingStore:
+    return _node(request).recordings.store
+
+
+def _refusal(exc: DomainError) -> web.Response:
+    return error_response(auth_status(exc.code), exc.code, exc.message)
+
+
+def _caller(request: web.Request) -> Claims | None:
+    """An API key (None) or a token allowed to open recordings (DomainError otherwise)."""
+    claims = authenticate(request)
+    if claims is not None and not claims.allows(Grant.VIEW_RECORDINGS):
+        raise DomainError("forbidden", "this token does not open recordings (no view_recordings)")
+    return claims
+
+
+async def _load_visible(
+    request: web.Request,
+) -> tuple[Claims | None, Manifest] | web.Response:
+    """The caller and the recording of the path if the caller may see it, else the error
+    response."""
+    try:
+        claims = _caller(request)
+    except DomainError as exc:
+        return _refusal(exc)
+    recording_id = request.match_info["id"]
+    try:
+        check_recording_id(recording_id)
+        manifest = await asyncio.to_thread(_store(request).load, recording_id)
+    except ValueError as exc:
+        return error_response(400, "invalid_recording", str(exc))
+    except RecordingNotFound:
+        return error_response(404, "not_found", f"no recording {recording_id!r}")
+    if not may_view(claims, manifest):
+        return error_response(403, "forbidden", "this recording is not open to this token")
+    return claims, manifest
+
+
+def _summary(node: Node, manifest: Manifest, claims: Claims | None, exp: int) -> dict[str, Any]:
+    return {
+        "id": manifest.id,
+        "room": manifest.room,
+        "procedure": manifest.procedure,
+        "hospital": manifest.hospital,
+        "tags": list(manifest.tags),
+        "started_ms": manifest.started_ms,
+        "stopped_ms": manifest.stopped_ms,
+        "duration": round(manifest.duration, 3),
+        "state": manifest.state,
+        "consent": manifest.consent.state,
+        "participants": len(manifest.participants),
+        "chapters": len(manifest.chapters),
+        "has_video": manifest.main_video() is not None,
+        "thumbnail": signed_link(node.secret, manifest.id, THUMBNAIL, exp),
+        "can_edit": may_edit(claims, manifest),
+    }
+
+
+def _viewer(claims: Claims | None) -> dict[str, Any]:
+    if claims is None:
+        return {"api_key": True, "role": None, "identity": None, "name": None, "rooms": ["*"]}
+    rooms = list(claims.library) if claims.library else [claims.room]
+    return {"api_key": False, "role": claims.role.value, "identity": claims.identity,
+            "name": claims.name, "rooms": rooms}  # fmt: skip
+
+
+# -- the library: list and search -----------------------------------------------------------
+
+Day = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_TEXT)]
+
+
+class LibraryQuery(BaseModel):
+    """The query string of ``GET /api/recordings`` (strings, converted; unknown keys ignored)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    q: Text = ""
+    procedure: Text = ""
+    hospital: Text = ""
+    tag: Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_TAG)] = ""
+    date_from: Day | None = Field(None, alias="from")
+    date_to: Day | None = Field(None, alias="to")
+    tz: int = Field(0, ge=-14 * 60, le=14 * 60)  # minutes east of UTC of the dates
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    offset: int = Field(0, ge=0, le=1_000_000)
+
+    @field_validator("date_from", "date_to")
+    @classmethod
+    def _real_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            date.fromisoformat(value)  # 2026-02-30: ValueError, a 400
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LibraryQuery:
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise ValueError("'from' is after 'to'")
+        return self
+
+    def _day_ms(self, day: str) -> int:
+        zone = timedelta(minutes=self.tz)
+        start = datetime.combine(date.fromisoformat(day), datetime.min.time(), UTC) - zone
+        return int(start.timestamp() * 1000)
+
+    def matches(self, manifest: Manifest) -> bool:
+        if self.q:
+            needle = self.q.casefold()
+            people = [p.name for p in manifest.participants]
+            people += [p.identity for p in manifest.participants]
+            fields = [manifest.procedure, manifest.hospital, manifest.room, *manifest.tags, *people]
+            if not any(needle in f.casefold() for f in fields):
+                return False
+        if self.procedure and self.procedure.casefold() not in manifest.procedure.casefold():
+            return False
+        if self.hospital and self.hospital.casefold() not in manifest.hospital.casefold():
+            return False
+        if self.tag and self.tag.casefold() not in {t.casefold() for t in manifest.tags}:
+            return False
+        if self.date_from and manifest.started_ms < self._day_ms(self.date_from):
+            return False
+        day = 24 * 3600 * 1000
+        return not (self.date_to and manifest.started_ms >= self._day_ms(self.date_to) + day)
+
+
+async def list_recordings(request: web.Request) -> web.Response:
+    node = _node(request)
+    try:
+        claims = _caller(request)
+    except DomainError as exc:
+        return _refusal(exc)
+    try:
+        query = LibraryQuery.model_validate(dict(request.query))
+    except ValidationError as exc:
+        return error_response(400, "invalid_query", describe(exc))
+    manifests = await asyncio.to_thread(_store(request).list)
+    found = [m for m in manifests if may_view(claims, m) and query.matches(m)]
+    exp = _link_expiry(node, claims)
+    page = found[query.offset : query.offset + query.limit]
+    body = {
+        "recordings": [_summary(node, m, claims, exp) for m in page],
+        "total": len(found),
+        "limit": query.limit,
+        "offset": query.offset,
+        "viewer": _viewer(claims),
+    }
+    return web.json_response(body)
+
+
+# -- one recording ----------------------------------------------------------------------------
+
+
+async def get_recording(request: web.Request) -> web.Response:
+    node = _node(request)
+    loaded = await _load_visible(request)
+    if isinstance(loaded, web.Response):
+        return loaded
+    claims, manifest = loaded
+    # Who opened which patient's recording, when and from where (kept with the server's logs).
+    audit.info("recording %s opened by %s (%s) from %s", manifest.id,
+               claims.identity if claims else "api-key", claims.role.value if claims else "-",
+               request.remote)  # fmt: skip
+    return web.json_response(_detail(node, manifest, claims))
+
+
+def _detail(node: Node, manifest: Manifest, claims: Claims | None) -> dict[str, Any]:
+    exp = _link_expiry(node, claims)
+    names = [*manifest.files(), manifest.events, THUMBNAIL]
+    return {
+        **manifest.to_json(),
+        "links": {name: signed_link(node.secret, manifest.id, name, exp) for name in names},
+        "links_expire": exp,
+        "can_edit": may_edit(claims, manifest),
+        "viewer": _viewer(claims),
+    }
+
+
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TAG)]
+
+
+def _printable(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+class ConsentPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    state: str
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_NOTE)] = ""
+
+    @field_validator("state")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in CONSENT_STATES:
+            raise ValueError(f"must be one of {', '.join(CONSENT_STATES)}")
+        return value
+
+    @field_validator("note")
+    @classmethod
+    def _note(cls, value: str) -> str:
+        return _printable(value.replace("\n", " "))
+
+
+class RecordingPatch(BaseModel):
+    """``PATCH /api/recordings/{id}``: metadata only, never media, tracks or times."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    procedure: Text | None = None
+    hospital: Text | None = None
+    tags: Annotated[list[Tag], Field(max_length=MAX_TAGS)] | None = None
+    consent: ConsentPatch | None = None
+
+    @field_validator("procedure", "hospital")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return None if value is None else _printable(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: list[str] | None) -> list[str] | None:
+        if tags is None:
+            return None
+        return list(dict.fromkeys(_printable(t) for t in tags))
+
+    @model_validator(mode="after")
+    def _something(self) -> RecordingPatch:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of procedure, hospital, tags, consent")
+        for name in self.model_fields_set:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} may not be null")
+        return self
+
+    def apply(self, manifest: Manifest, by: str, now_ms: int) -> None:
+        if self.procedure is not None:
+            manifest.procedure = self.procedure
+        if self.hospital is not None:
+            manifest.hospital = self.hospital
+        if self.tags is not None:
+            manifest.tags = list(self.tags)
+        if self.consent is not None:
+            manifest.consent = Consent(self.consent.state, self.consent.note, now_ms, by)
+
+
+async def patch_recording(request: web.Request) -> web.Response:
+    node = _node(request)
+    loaded = await _load_visible(request)
+    if isinstance(loaded, web.Response):
+        return loaded
+    claims, manifest = loaded
+    if not may_edit(claims, manifest):
+        return error_response(
+            403, "forbidden", "only a moderator of this room or an API key may edit a recording"
+        )
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return error_response(400, "invalid_payload", "the body must be a JSON object")
+    if not isinstance(body, dict):
+        return error_response(400, "invalid_payload", "the body must be a JSON object")
+    try:
+        patch = RecordingPatch.model_validate(body)
+    except ValidationError as exc:
+        return error_response(400, "invalid_payload", describe(exc))
+    by = claims.identity if claims is not None else "api-key"
+    now_ms = int(time.time() * 1000)
+    async with request.app[LOCKS].edit(manifest.id):
+        live = node.recordings.recording(manifest.room)
+        if live is not None and live.id == manifest.id:
+            # The recorder owns a running recording's manifest and rewrites it every few
+            # seconds: edit its copy, and let it save.
+            patch.apply(live.manifest, by, now_ms)
+            live.save_soon()
+            updated = live.manifest
+        else:
+            try:
+                updated = await asyncio.to_thread(_patch_on_disk, _store(request), manifest.id,
+                                                  patch, by, now_ms)  # fmt: skip
+            except RecordingNotFound:
+                return error_response(404, "not_found", f"no recording {manifest.id!r}")
+    log.info("recording %s edited by %s: %s", manifest.id, by, sorted(patch.model_fields_set))
+    return web.json_response(_detail(node, updated, claims))
+
+
+def _patch_on_disk(store: RecordingStore, recording_id: str, patch: RecordingPatch, by: str,
+                   now_ms: int) -> Manifest:  # fmt: skip
+    # Re-read right before saving (never the store's cached object, which others share).
+    directory = store.directory(recording_id)
+    try:
+        manifest = Manifest.load(directory)
+    except FileNotFoundError as exc:
+        raise RecordingNotFound(recording_id) from exc
+    patch.apply(manifest, by, now_ms)
+    manifest.save(directory)
+    return manifest
+
+
+# -- media files ----------------------------------------------------------------------------
+
+
+def _content_type(manifest: Manifest, name: str) -> str:
+    if name == manifest.events:
+        return "application/x-ndjson"
+    if name == THUMBNAIL:
+        return "image/jpeg"
+    kind = next((t.kind for t in manifest.tracks for s in t.segments if s.file == name), "video")
+    prefix = "audio" if kind == "audio" else "video"
+    return f"{prefix}/x-matroska" if name.endswith(".mkv") else f"{prefix}/webm"
+
+
+def _check_link(secret: str, recording_id: str, name: str, query: Any) -> DomainError | None:
+    exp_text, sig = query.get("exp", ""), query.get("sig", "")
+    if not exp_text.isdigit() or len(exp_text) > 12 or not sig:
+        return DomainError("link_invalid", "this media link is incomplete")
+    expected = link_signature(secret, recording_id, name, int(exp_text))
+    if not hmac.compare_digest(expected.encode(), sig.encode()):
+        return DomainError("link_invalid", "this media link is not valid")
+    if int(exp_text) < time.time():
+        return DomainError("link_expired", "this media link has expired; reload the page")
+    return None
+
+
+async def get_file(request: web.Request) -> web.StreamResponse:
+    node = _node(request)
+    recording_id, name = request.match_info["id"], request.match_info["name"]
+    try:
+        check_recording_id(recording_id)
+    except ValueError as exc:
+        return error_response(400, "invalid_recording", str(exc))
+    try:
+        check_file_name(name)
+    except ValueError as exc:
+        return error_response(400, "invalid_file", str(exc))
+    refused = _check_link(node.secret, recording_id, name, request.query)
+    if refused is not None:
+        return error_response(403, refused.code, refused.message)
+    store = _store(request)
+    try:
+        manifest = await asyncio.to_thread(store.load, recording_id)
+        if manifest.consent.state == "withdrawn":
+            # Links given out before the patient withdrew consent stop working at once.
+            return error_response(403, "consent_withdrawn", "the patient withdrew consent")
+        headers = {**FILE_HEADERS, "Content-Type": _content_type(manifest, name)}
+        if name == THUMBNAIL:
+            async with request.app[LOCKS].thumbnail(recording_id):
+                made = await asyncio.to_thread(_thumbnail, store, manifest)
+            if isinstance(made, bytes):
+                return web.Response(body=made, headers=headers)
+        path = await asyncio.to_thread(store.file_path, recording_id, name)
+    except RecordingNotFound:
+        return error_response(404, "not_found", f"no file {name!r} in recording {recording_id!r}")
+    except ValueError as exc:
+        return error_response(400, "invalid_file", str(exc))
+    return web.FileResponse(path, headers=headers)
+
+
+def _thumbnail(store: RecordingStore, manifest: Manifest) -> Path | bytes:
+    """The thumbnail's file; its bytes when it cannot be saved (a read-only or full disk)."""
+    directory = store.directory(manifest.id)
+    try:
+        return ensure_thumbnail(directory, manifest)
+    except OSError as exc:
+        log.warning("thumbnail of %s not saved: %s", manifest.id, exc)
+        return make_thumbnail(directory, manifest)
+
+
+# -- pages ------------------------------------------------------------------------------------
+
+
+async def library_page(request: web.Request) -> web.Response:
+    return _render("library.html", request, {})
+
+
+async def replay_page(request: web.Request) -> web.Response:
+    recording_id = request.match_info["id"]
+    try:
+        check_recording_id(recording_id)
+    except ValueError:
+        message = "This is not a recording's address. Open the recording from the library."
+        context = {"title": "Not a recording", "message": message}
+        return _render("error.html", request, context, status=400)
+    return _render("replay.html", request, {"recording_id": recording_id})
+
+
+def add_recording_routes(app: web.Application) -> None:
+    """Add /recordings pages, /api/recordings and signed media file routes to `app`."""
+    app[LOCKS] = _Locks({}, {})
+    app.router.add_get("/recordings", library_page, name="library")
+    app.router.add_get("/recordings/{id}", replay_page, name="replay")
+    app.router.add_get("/recordings/{id}/files/{name}", get_file, name="recording_file")
+    app.router.add_get("/api/recordings", list_recordings)
+    app.router.add_get("/api/recordings/{id}", get_recording)
+    app.router.add_patch("/api/recordings/{id}", patch_recording)

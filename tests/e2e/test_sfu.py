@@ -1,0 +1,225 @@
+"""The SFU through the real protocol: aiortc clients publish and subscribe via the server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection
+from aiortc.mediastreams import (
+    AudioStreamTrack,
+    MediaStreamError,
+    MediaStreamTrack,
+    VideoStreamTrack,
+)
+
+from orbridge.media import tap
+from orbridge.media.client import MediaClient, Outgoing
+from orbridge.media.ice import sdp_candidate_addresses
+from orbridge.rooms.roles import Role
+from orbridge.signaling.cli.client import ProtocolError, RoomClient
+from tests.conftest import LiveNode
+
+
+class Pattern(VideoStreamTrack):
+    """320x240 moving gradient at 30 fps, encoded by the publisher's own aiortc encoder."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    async def recv(self) -> av.VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        self.n += 1
+        image = np.zeros((240, 320, 3), np.uint8)
+        image[:, :, 2] = (np.arange(320) + self.n * 4) % 256
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts, frame.time_base = pts, time_base
+        return frame
+
+
+@dataclass
+class Sink:
+    video: int = 0
+    audio: int = 0
+    sizes: set[tuple[int, int]] = field(default_factory=set)
+    sources: list[str] = field(default_factory=list)
+
+    async def consume(self, info: dict[str, Any], track: MediaStreamTrack) -> None:
+        self.sources.append(info.get("source", "?"))
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if isinstance(frame, av.VideoFrame):
+                self.video += 1
+                self.sizes.add((frame.width, frame.height))
+            else:
+                self.audio += 1
+
+
+def decoding(pc: RTCPeerConnection) -> None:
+    tap.set_receive_mode(pc, "decode")  # this client wants pictures, unlike the server
+
+
+async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110 - counters have no event
+            await asyncio.sleep(0.05)
+
+
+async def participant(
+    node: LiveNode, role: Role, identity: str, **kw: Any
+) -> tuple[RoomClient, MediaClient]:
+    room = await node.client("or-1", role, identity=identity, **kw)
+    return room, MediaClient(room, on_pc=decoding)
+
+
+async def test_surgeon_to_experts_and_voice_back(node: LiveNode) -> None:
+    before = tap.stats.snapshot()
+    expert_room, expert = await participant(node, Role.EXPERT, "dr-wang")
+    early = Sink()
+    await expert.subscribe(early.consume)
+
+    _, surgeon = await participant(node, Role.SURGEON, "dr-ma")
+    voice = Sink()
+    await surgeon.subscribe(voice.consume)
+    published = await surgeon.publish([Outgoing(Pattern(), "laparoscope")])
+    assert [(t["source"], t["kind"], t["codec"]) for t in published] == [
+        ("laparoscope", "video", "video/VP8")
+    ]
+    announced = await expert_room.next_event("track_published")
+    assert announced["track"]["participant"] == "dr-ma"
+
+    # a late joiner finds the track in its snapshot and receives it too
+    late_room, late = await participant(node, Role.TRAINEE, "student")
+    assert late_room.snapshot is not None
+    assert [t["source"] for t in late_room.snapshot["tracks"]] == ["laparoscope"]
+    late_sink = Sink()
+    await late.subscribe(late_sink.consume)
+
+    # the expert talks back to the OR
+    await expert.publish([Outgoing(AudioStreamTrack(), "microphone")])
+    await until(lambda: early.video > 30 and late_sink.video > 30 and voice.audio > 20)
+    assert early.sizes == {(320, 240)} and late_sink.sizes == {(320, 240)}
+    assert early.sources == ["laparoscope"]
+    assert sorted(late_sink.sources) == ["laparoscope", "microphone"]
+    assert voice.sources == ["microphone"] and voice.video == 0  # a surgeon hears, does not watch
+
+    # every candidate offered to clients is on loopback
+    assert expert.subscriber is not None and expert.subscriber.remoteDescription is not None
+    assert sdp_candidate_addresses(expert.subscriber.remoteDescription.sdp) == {"127.0.0.1"}
+    # Decoders and encoders in this process: exactly the clients' (two video decoders, the
+    # publisher's one video encoder, the audio codecs) -- the server added none.
+    after = tap.stats.snapshot()
+    assert after["video_encoders_created"] - before["video_encoders_created"] == 1
+    assert after["video_decoders_created"] - before["video_decoders_created"] == 2
+    stats = node.node.media.stats()
+    assert (stats["sessions"], stats["tracks"], stats["subscriptions"]) == (3, 2, 4)
+    assert stats["frames_in"] > 30 and stats["lag_events"] == 0
+    for c in (expert, surgeon, late):
+        await c.close()
+
+
+async def test_track_ended_and_published_again(node: LiveNode) -> None:
+    expert_room, expert = await participant(node, Role.EXPERT, "dr-wang")
+    sink = Sink()
+    await expert.subscribe(sink.consume)
+    surgeon_room, surgeon = await participant(node, Role.SURGEON, "dr-ma")
+    first = await surgeon.publish([Outgoing(Pattern(), "laparoscope")])
+    await until(lambda: sink.video > 10)
+
+    # the OR leaves: the expert is told, the track is gone from the snapshot
+    await surgeon.close()
+    await surgeon_room.close()
+    ended = await expert_room.next_event("track_ended")
+    assert ended["track"]["id"] == first[0]["id"]
+    assert (await expert_room.request("snapshot"))["tracks"] == []
+
+    # it comes back and publishes again: the expert sees video without doing anything
+    surgeon_room, surgeon = await participant(node, Role.SURGEON, "dr-ma")
+    await surgeon.publish([Outgoing(Pattern(), "laparoscope")])
+    seen = sink.video
+    await until(lambda: sink.video > seen + 20)
+    assert expert.offers_answered >= 3  # first track, its end, the new track
+    await surgeon.close()
+    await expert.close()
+
+
+async def test_unpublish_keeps_the_connection(node: LiveNode) -> None:
+    expert_room, expert = await participant(node, Role.EXPERT, "dr-wang")
+    await expert.subscribe(Sink().consume)
+    surgeon_room, surgeon = await participant(node, Role.SURGEON, "dr-ma")
+    tracks = await surgeon.publish([Outgoing(Pattern(), "laparoscope")])
+    assert await surgeon.unpublish() == [tracks[0]["id"]]
+    assert (await expert_room.next_event("track_ended"))["reason"] == "unpublished"
+    assert await surgeon_room.request("snapshot")
+    await surgeon.close()
+    await expert.close()
+
+
+@pytest.mark.parametrize(
+    ("role", "kind"),
+    [
+        (Role.TRAINEE, "video"),
+        (Role.TRAINEE, "audio"),
+        (Role.DEVICE, "video"),
+        (Role.EXPERT, "video"),
+    ],
+)
+async def test_publishing_needs_the_grant(node: LiveNode, role: Role, kind: str) -> None:
+    room, media = await participant(node, role, "someone")
+    track: MediaStreamTrack = Pattern() if kind == "video" else AudioStreamTrack()
+    with pytest.raises(ProtocolError) as err:
+        await media.publish([Outgoing(track, "camera")])
+    assert err.value.code == "forbidden"
+    assert (await room.request("snapshot"))["tracks"] == []
+    await media.close()
+
+
+async def test_expert_camera_with_the_optional_grant(node: LiveNode) -> None:
+    _, media = await participant(node, Role.EXPERT, "dr-cam", extra_grants={"publish_video"})
+    tracks = await media.publish([Outgoing(Pattern(), "camera")])
+    assert tracks[0]["source"] == "camera"
+    await media.close()
+
+
+BAD = [
+    ("publish", {"sdp": "hello there"}, "invalid_sdp"),
+    ("publish", {"sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", "tracks": []}, "invalid_sdp"),
+    ("publish", {"sdp": "v=0" + "x" * 60000}, "payload_too_large"),
+    ("publish", {"sdp": "v=0\r\n...", "tracks": [{"mid": "0", "source": "ceiling"}]},
+     "invalid_payload"),
+    ("publish", {"sdp": "v=0 m=", "tracks": [{"mid": "0", "source": "laparoscope"}] * 2},
+     "invalid_payload"),
+    ("subscriber_answer", {"sdp": "v=0\r\nm=video"}, "unexpected_answer"),
+    ("unpublish", {"track_ids": ["TR_000000000000"]}, "not_found"),
+    ("unpublish", {"track_ids": ["../x"]}, "invalid_payload"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("event", "payload", "code"), BAD)
+async def test_bad_media_requests(node: LiveNode, event: str, payload: Any, code: str) -> None:
+    room = await node.client("or-1", Role.SURGEON, identity="dr-ma")
+    with pytest.raises(ProtocolError) as err:
+        await room.request(event, payload)
+    assert err.value.code == code
+    assert await room.request("snapshot")  # still connected and joined
+    assert node.node.media.stats()["tracks"] == 0
+
+
+async def test_missing_source_for_a_sent_track(node: LiveNode) -> None:
+    room = await node.client("or-1", Role.SURGEON, identity="dr-ma")
+    pc = RTCPeerConnection()
+    pc.addTransceiver(Pattern(), direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    with pytest.raises(ProtocolError) as err:
+        await room.request("publish", {"sdp": pc.localDescription.sdp, "tracks": []})
+    assert err.value.code == "invalid_payload" and "source" in err.value.message
+    await pc.close()

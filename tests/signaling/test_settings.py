@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from orbridge.signaling.settings import SettingsError, load_settings
+
+
+def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
+    config = tmp_path / "orbridge.toml"
+    config.write_text('port = 9001\nhost = "0.0.0.0"\nlog_format = "json"\napi_keys = ["k1"]\n')
+    s = load_settings(config_file=config, environ={})
+    assert (s.port, s.host, s.log_format, s.api_keys) == (9001, "0.0.0.0", "json", ["k1"])
+    assert s.presence_ttl == 10.0  # default
+    s = load_settings(
+        config_file=config, environ={"ORBRIDGE_PORT": "9002", "ORBRIDGE_API_KEYS": "a, b"}
+    )
+    assert s.port == 9002 and s.api_keys == ["a", "b"] and s.host == "0.0.0.0"
+    s = load_settings(flags={"port": 9003, "host": None}, config_file=config,
+                      environ={"ORBRIDGE_PORT": "9002"})  # fmt: skip
+    assert s.port == 9003 and s.host == "0.0.0.0"
+    env = {"ORBRIDGE_CONFIG": str(config), "ORBRIDGE_REDIS_URL": "redis://127.0.0.1:1/0"}
+    s = load_settings(environ=env)
+    assert s.port == 9001 and s.redis_url == "redis://127.0.0.1:1/0"
+    assert s.base_url == "http://127.0.0.1:9001"
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"port": 70000}, "port"),
+        ({"presence_ttl": 30}, "presence_ttl"),
+        ({"presence_ttl": 5, "heartbeat_interval": 5}, "heartbeat_interval"),
+        ({"secret": "short"}, "secret"),
+        ({"log_format": "xml"}, "log_format"),
+        ({"nonsense": 1}, "nonsense"),
+    ],
+)
+def test_bad_settings_are_explained(values: dict[str, object], problem: str) -> None:
+    with pytest.raises(SettingsError, match=problem):
+        load_settings(flags=values, environ={})
+
+
+def test_unreadable_config_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("port = = 3")
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_settings(config_file=bad, environ={})
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_settings(config_file=tmp_path / "missing.toml", environ={})
+
+
+def test_generated_secret_is_private_and_stable(tmp_path: Path) -> None:
+    s = load_settings(flags={"data_dir": str(tmp_path / "data")}, environ={})
+    first = s.resolved_secret()
+    path = tmp_path / "data" / "secret"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert len(first) >= 32
+    assert (
+        load_settings(flags={"data_dir": str(tmp_path / "data")}, environ={}).resolved_secret()
+        == first
+    )
+
+
+def test_configured_secret_wins(tmp_path: Path) -> None:
+    s = load_settings(flags={"data_dir": str(tmp_path)}, environ={"ORBRIDGE_SECRET": "x" * 40})
+    assert s.resolved_secret() == "x" * 40
+    assert not (tmp_path / "secret").exists()
+
+
+def test_candidate_addresses() -> None:
+    assert load_settings(environ={}).candidate_addresses() == ["127.0.0.1"]
+    assert load_settings(flags={"host": "localhost"}, environ={}).candidate_addresses() == [
+        "127.0.0.1"
+    ]
+    assert load_settings(flags={"host": "0.0.0.0"}, environ={}).candidate_addresses() is None
+    env = {"ORBRIDGE_ICE_ADDRESSES": "10.0.0.5, 127.0.0.1"}
+    assert load_settings(flags={"host": "0.0.0.0"}, environ=env).candidate_addresses() == [
+        "10.0.0.5",
+        "127.0.0.1",
+    ]
+    with pytest.raises(SettingsError, match="ice_addresses"):
+        load_settings(flags={"ice_addresses": ["not-an-ip"]}, environ={})
+    with pytest.raises(SettingsError, match="announced_address"):
+        load_settings(flags={"announced_address": "example.org"}, environ={})
+    with pytest.raises(SettingsError, match="video_codec"):
+        load_settings(flags={"video_codec": "AV1"}, environ={})
