@@ -18,6 +18,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from orbridge.media.codecs import prefer_codec
 from orbridge.media.ice import rtc_configuration
+from orbridge.rooms.tasks import Tasks
 
 log = logging.getLogger("orbridge.client")
 
@@ -63,7 +64,7 @@ class MediaClient:
         self.tracks: dict[str, dict[str, Any]] = {}  # mid -> track info of the last offer
         self._on_track: OnTrack | None = None
         self.offers_answered = 0
-        self._tasks: set[asyncio.Future[Any]] = set()
+        self._tasks = Tasks("media client", log)
 
     def _new_pc(self) -> RTCPeerConnection:
         pc = RTCPeerConnection(rtc_configuration())
@@ -123,9 +124,7 @@ class MediaClient:
         if self._on_track is not None:
             result = self._on_track(info, track)
             if asyncio.iscoroutine(result):
-                task = asyncio.ensure_future(result)
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._tasks.spawn(result, name=f"on_track:{mid}")
 
     async def close(self) -> None:
         for pc in (self.publisher, self.subscriber):

@@ -13,6 +13,8 @@ from typing import Literal
 from aiortc import RTCRtpSender, RTCRtpTransceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
+from orbridge.media import aiortc_compat as compat
+
 __all__ = [
     "VideoCodec",
     "codec_capabilities",
@@ -48,9 +50,9 @@ def prefer_codec(transceiver: RTCRtpTransceiver, codec: str | None = None) -> No
 def negotiated_codec(transceiver: RTCRtpTransceiver) -> str | None:
     """MIME type the transceiver sends and expects after negotiation (None before).
 
-    Reads aiortc's ``transceiver._codecs`` (the list its sender takes ``[0]`` from).
+    Reads the transceiver's negotiated codecs (the list its sender takes ``[0]`` from).
     """
-    for codec in getattr(transceiver, "_codecs", []):
+    for codec in compat.transceiver_codecs(transceiver):
         if codec.mimeType.lower() != f"{transceiver.kind}/rtx":
             return str(codec.mimeType)
     return None
@@ -70,13 +72,14 @@ def restrict_answer_codec(transceiver: RTCRtpTransceiver, codec: str | None = No
     afterwards with aiortc's own preference filter (it keeps the matching RTX too).
     Raises ValueError when the offer does not carry the codec.
     """
-    from aiortc.rtcpeerconnection import filter_preferred_codecs
-
     kind = transceiver.kind
     if codec is None:
         codec = "VP8" if kind == "video" else "opus"
     wanted = codec_capabilities(kind, codec)
-    transceiver._codecs = filter_preferred_codecs(transceiver._codecs, wanted)
+    compat.set_transceiver_codecs(
+        transceiver,
+        compat.filter_preferred_codecs(compat.transceiver_codecs(transceiver), wanted),
+    )
     transceiver.setCodecPreferences(wanted)  # and in later renegotiations
     if negotiated_codec(transceiver) is None:
         raise ValueError(f"the offer has no {codec} for {kind}")

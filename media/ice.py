@@ -23,10 +23,10 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import aioice.ice
-import aiortc.rtcicetransport
 from aioice import Candidate
 from aiortc import RTCConfiguration, RTCIceServer
+
+from orbridge.media import aiortc_compat as compat
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ class CandidatePolicy:
 
 
 _policy = CandidatePolicy()
-_original_get_host_addresses: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
-_original_connection: type[aioice.ice.Connection] = aiortc.rtcicetransport.Connection
+_original_get_host_addresses: Callable[[bool, bool], list[str]] = compat.ICE_HOST_ADDRESSES.original
+_original_connection: type[compat.IceConnection] = compat.ICE_CONNECTION.original
 
 
 def candidate_policy() -> CandidatePolicy:
@@ -133,8 +133,8 @@ def configure_candidate_addresses(
     global _policy
     if addresses is None:
         _policy = CandidatePolicy()
-        aioice.ice.get_host_addresses = _original_get_host_addresses
-        aiortc.rtcicetransport.Connection = _original_connection
+        compat.ICE_HOST_ADDRESSES.restore()
+        compat.ICE_CONNECTION.restore()
         return _policy
 
     normalized = tuple(str(ipaddress.ip_address(a)) for a in addresses)
@@ -148,8 +148,8 @@ def configure_candidate_addresses(
             for k, v in (announced or {}).items()
         }
     _policy = CandidatePolicy(addresses=normalized, announced=mapping)
-    aioice.ice.get_host_addresses = _configured_host_addresses
-    aiortc.rtcicetransport.Connection = _AnnouncingConnection
+    compat.ICE_HOST_ADDRESSES.install(_configured_host_addresses)
+    compat.ICE_CONNECTION.install(_AnnouncingConnection)
     logger.info("ICE host candidates restricted to %s (announced: %s)", normalized, mapping)
     return _policy
 

@@ -9,11 +9,12 @@ inside the window is *suppressed* and remembered: if no keyframe arrives before 
 ends, one trailing PLI is sent then, so a subscriber that joined just after a keyframe does not
 wait for the next natural one (aiortc's VP8 encoder only sends keyframes on request).
 
-The PLI goes out through aiortc's ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)`` (private, but
-the very call the receiver itself uses on packet loss). The media SSRC comes from the remote
-SDP m-section of the transceiver (the first SSRC of an ``FID`` group, else the first
-``a=ssrc``: what aiortc itself registers as the media SSRC); without signalled SSRCs it falls
-back to the first SSRC the receiver has seen that is not a known RTX SSRC.
+The PLI goes out through aiortc's ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)``
+(``aiortc_compat.send_pli``: private, but the very call the receiver itself uses on packet
+loss). The media SSRC comes from the remote SDP m-section of the transceiver (the first SSRC
+of an ``FID`` group, else the first ``a=ssrc``: what aiortc itself registers as the media
+SSRC); without signalled SSRCs it falls back to the first SSRC the receiver has seen that is
+not a known RTX SSRC.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver
-from aiortc import sdp as aiortc_sdp
+
+from orbridge.media import aiortc_compat as compat
+from orbridge.rooms.tasks import Tasks
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ DEFAULT_MIN_INTERVAL = 0.5
 
 def media_ssrc_from_sdp(sdp: str, mid: str | None) -> tuple[int | None, set[int]]:
     """(media SSRC, RTX SSRCs) signalled for the m-section ``mid`` (or the first video one)."""
-    description = aiortc_sdp.SessionDescription.parse(sdp)
+    description = compat.SessionDescription.parse(sdp)
     for media in description.media:
         if mid is not None and media.rtp.muxId != mid:
             continue
@@ -92,7 +95,7 @@ class KeyframeRequester:
         self._last_sent: float | None = None
         self._pending = False
         self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks("keyframes", logger)
         self._closed = False
         self.stats = KeyframeStats()
 
@@ -170,7 +173,5 @@ class KeyframeRequester:
         self._last_sent = self._clock()
         self.stats.sent += 1
         logger.debug("PLI -> ssrc %d (%s)", ssrc, reason)
-        task = asyncio.get_running_loop().create_task(self._receiver._send_rtcp_pli(ssrc))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(compat.send_pli(self._receiver, ssrc), name=f"pli:{ssrc}")
         return True

@@ -13,9 +13,11 @@ behaviour on the wire (sequence numbers, timestamps, marker, the negotiated `mid
 * protection and the datagram send are synchronous (SRTP, then the nominated ICE pair's socket),
   falling back to aiortc's own path whenever that one is not available.
 
-It is installed per sender (`install(sender, track)`), replacing that instance's `_run_rtp`
-and `_retransmit`, before the sender starts. Names it reads from aiortc and aioice are private;
-tests/media/test_lean_sender.py pins the behaviour they are relied on for.
+It is installed per sender (`install(sender, cache)`), replacing that instance's `_run_rtp`
+and `_retransmit`, before the sender starts. Every aiortc/aioice internal it needs goes through
+`media.aiortc_compat`; tests/media/test_lean_sender.py pins the behaviour on the wire. The
+subscription's random RTP timestamp origin is given to its track (`SubscriberTrack.rtp_origin`),
+which maps what a subscriber saw back to the source frame.
 """
 
 from __future__ import annotations
@@ -25,41 +27,22 @@ import fractions
 import logging
 import random
 import struct
-import weakref
 from collections import OrderedDict
 from typing import Any
 
 import av
-from aiortc import RTCRtpSender, clock
-from aiortc.codecs import get_encoder
-from aiortc.mediastreams import MediaStreamError, convert_timebase
+from aiortc import RTCRtpSender
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RtpPacket, wrap_rtx
+
+from orbridge.media import aiortc_compat as compat
+from orbridge.media.aiortc_compat import RtpPacket, clock, convert_timebase, get_encoder, wrap_rtx
 
 log = logging.getLogger("orbridge.media")
 
 HISTORY = 256  # packets kept for retransmission (aiortc keeps 128: ~0.25 s at 2.5 Mbps)
 _OPUS_TIME_BASE = fractions.Fraction(1, 48000)
 _ABS_SEND_PROBE = 0xA5C3E1
-
-
-ORIGINS: weakref.WeakKeyDictionary[RTCRtpSender, int] = weakref.WeakKeyDictionary()
-"""Each lean sender's random RTP timestamp origin: a subscriber's RTP timestamp minus it is
-the source frame's timestamp (how an annotation's frame is found in the recording)."""
-
-
-def source_timestamp(sender: RTCRtpSender, rtp_timestamp: int, near: int | None) -> int | None:
-    """The forwarded frame's source timestamp for an RTP timestamp this sender sent, or None.
-
-    ``near`` (the track's latest source timestamp) picks the 2^32 wrap (13 h at 90 kHz).
-    """
-    origin = ORIGINS.get(sender)
-    if origin is None:
-        return None
-    candidate = (rtp_timestamp - origin) & 0xFFFFFFFF
-    if near is not None:
-        candidate += round((near - candidate) / 2**32) * 2**32
-    return candidate
 
 
 class PayloadCache:
@@ -98,10 +81,11 @@ class _Template:
     """One subscriber's serialized RTP header, with the offsets of what changes per packet."""
 
     def __init__(self, sender: RTCRtpSender, payload_type: int) -> None:
-        extensions = sender._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]
-        mid = sender._RTCRtpSender__mid  # type: ignore[attr-defined]
+        extensions = compat.sender_get(sender, "rtp_header_extensions_map")
+        mid = compat.sender_get(sender, "mid")
+        ssrc, _ = compat.sender_ssrcs(sender)
         probe = RtpPacket(payload_type=payload_type, sequence_number=0, timestamp=0)
-        probe.ssrc = sender._ssrc
+        probe.ssrc = ssrc
         probe.extensions.mid = mid
         probe.extensions.abs_send_time = _ABS_SEND_PROBE
         header = probe.serialize(extensions)
@@ -111,7 +95,7 @@ class _Template:
         self.payload_type = payload_type
         self.mid = mid
         self.extensions = extensions
-        self.ssrc = sender._ssrc
+        self.ssrc = ssrc
 
     def build(self, seq: int, timestamp: int, marker: int, abs_send: int, payload: bytes) -> bytes:
         header = self.header
@@ -132,36 +116,17 @@ class _Template:
         return packet
 
 
-def _direct_send(dtls: Any) -> Any:
-    """A synchronous `protect + sendto` for a connected transport, or None to use aiortc's."""
-    try:
-        if dtls.state != "connected":
-            return None
-        protect = dtls._tx_srtp.protect
-        pair = dtls.transport._connection._nominated.get(1)
-        sendto, addr = pair.protocol.transport.sendto, pair.remote_addr
-    except AttributeError:
-        return None
-
-    def send(data: bytes) -> None:
-        sendto(protect(data), addr)
-
-    return send
-
-
 def install(sender: RTCRtpSender, cache: PayloadCache) -> None:
     """Make `sender` (fed by a SubscriberTrack of pre-encoded packets) use the lean loop."""
     history: list[tuple[int, int, int, bytes] | None] = [None] * HISTORY
     state: dict[str, Any] = {}
 
     async def run_rtp(codec: RTCRtpCodecParameters) -> None:
-        started = sender._RTCRtpSender__rtp_started  # type: ignore[attr-defined]
-        exited = sender._RTCRtpSender__rtp_exited  # type: ignore[attr-defined]
-        started.set()
+        exited = compat.sender_get(sender, "rtp_exited")
+        compat.sender_get(sender, "rtp_started").set()
         template = state["template"] = _Template(sender, codec.payloadType)
         seq = random.randint(0, 0xFFFF)
         origin = random.getrandbits(32)
-        ORIGINS[sender] = origin
         send = None
         track = None
         try:
@@ -170,13 +135,15 @@ def install(sender: RTCRtpSender, cache: PayloadCache) -> None:
                 if track is None:
                     await asyncio.sleep(0.02)
                     continue
+                if hasattr(track, "rtp_origin") and track.rtp_origin is None:
+                    track.rtp_origin = origin  # the subscription's frames map back with it
                 packet = await track.recv()
                 payloads, ts = cache.get(packet, codec)
                 timestamp = (origin + ts) & 0xFFFFFFFF
                 ntp = clock.current_ntp_time()  # once a frame, not once a packet
                 abs_send = (ntp >> 14) & 0x00FFFFFF
                 if send is None:
-                    send = _direct_send(sender.transport)
+                    send = compat.direct_send(sender.transport)
                 last = len(payloads) - 1
                 octets = 0
                 for i, payload in enumerate(payloads):
@@ -189,14 +156,10 @@ def install(sender: RTCRtpSender, cache: PayloadCache) -> None:
                         except (AttributeError, OSError):
                             send = None  # the ICE pair changed or closed: the slow path
                     if send is None:
-                        await sender.transport._send_rtp(data)
+                        await compat.send_rtp(sender, data)
                     octets += len(payload)
                     seq = (seq + 1) & 0xFFFF
-                # what the RTCP sender reports need (aiortc updates these per packet)
-                sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
-                sender._RTCRtpSender__rtp_timestamp = timestamp  # type: ignore[attr-defined]
-                sender._RTCRtpSender__octet_count += octets  # type: ignore[attr-defined]
-                sender._RTCRtpSender__packet_count += len(payloads)  # type: ignore[attr-defined]
+                compat.record_sent(sender, ntp, timestamp, octets, len(payloads))
         except (asyncio.CancelledError, ConnectionError, MediaStreamError):
             pass
         except Exception:
@@ -212,13 +175,12 @@ def install(sender: RTCRtpSender, cache: PayloadCache) -> None:
         if entry is None or template is None or entry[0] != sequence_number:
             return
         packet = template.packet(entry[0], entry[1], entry[2], entry[3])
-        rtx_pt = sender._RTCRtpSender__rtx_payload_type  # type: ignore[attr-defined]
+        rtx_pt = compat.sender_get(sender, "rtx_payload_type")
         if rtx_pt is not None:
-            rtx_seq = sender._RTCRtpSender__rtx_sequence_number  # type: ignore[attr-defined]
+            rtx_seq = compat.sender_get(sender, "rtx_sequence_number")
             packet = wrap_rtx(packet, payload_type=rtx_pt, sequence_number=rtx_seq,
-                              ssrc=sender._rtx_ssrc)  # fmt: skip
-            sender._RTCRtpSender__rtx_sequence_number = (rtx_seq + 1) & 0xFFFF  # type: ignore[attr-defined]
-        await sender.transport._send_rtp(packet.serialize(template.extensions))
+                              ssrc=compat.sender_ssrcs(sender)[1])  # fmt: skip
+            compat.sender_set(sender, "rtx_sequence_number", (rtx_seq + 1) & 0xFFFF)
+        await compat.send_rtp(sender, packet.serialize(template.extensions))
 
-    sender._run_rtp = run_rtp  # type: ignore[method-assign]
-    sender._retransmit = retransmit  # type: ignore[method-assign]
+    compat.replace_send_loop(sender, run_rtp, retransmit)

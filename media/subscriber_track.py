@@ -13,6 +13,11 @@ patch, no subclass that aiortc would not instantiate) and turns it into a thrott
 request on the forwarder. The original method still runs, so an encoding sender behaves as
 before.
 
+Frame anchoring: a subscriber names the frame it drew on by the RTP timestamp it received,
+which is the source timestamp plus its sender's random origin. Each subscription keeps that
+origin (``rtp_origin``): the lean sender gives it, and with aiortc's own send loop it is read
+back once from the sender's last sent timestamp, so either sender anchors annotations.
+
 Codec check: the sender packetizes with *its* negotiated codec, whatever the bytes are. A leg
 that negotiated another codec than the publisher's is refused on its first ``recv()`` (the
 track ends) rather than fed undecodable packets.
@@ -20,19 +25,29 @@ track ends) rather than fed undecodable packets.
 
 from __future__ import annotations
 
+import fractions
 import logging
 
 import av
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from orbridge.media import lean_sender
+from orbridge.media import aiortc_compat, lean_sender
 from orbridge.media.codecs import negotiated_codec, prefer_codec
 from orbridge.media.forwarder import Subscriber, SubscriberClosed, TrackForwarder
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SubscriberTrack", "add_subscriber_track", "forward_keyframe_requests"]
+
+_CLOCK = {"video": fractions.Fraction(1, 90000), "audio": fractions.Fraction(1, 48000)}
+
+
+def unwrap(timestamp: int, near: int | None) -> int:
+    """The 32-bit `timestamp` on the 2^32 lap closest to `near` (13 h at 90 kHz)."""
+    if near is None:
+        return timestamp
+    return timestamp + round((near - timestamp) / 2**32) * 2**32
 
 
 class SubscriberTrack(MediaStreamTrack):
@@ -55,6 +70,9 @@ class SubscriberTrack(MediaStreamTrack):
         self.subscriber: Subscriber | None = None
         self.transceiver: RTCRtpTransceiver | None = None
         """Set by :func:`add_subscriber_track`; enables the codec check on first ``recv()``."""
+        self.rtp_origin: int | None = None
+        """RTP timestamp on the wire minus the source timestamp (mod 2^32), once known."""
+        self._last_ts: int | None = None  # RTP clock of the packet returned last
 
     def start(self) -> Subscriber:
         """Subscribe now (idempotent); ``recv()`` does it implicitly.
@@ -81,12 +99,33 @@ class SubscriberTrack(MediaStreamTrack):
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
+        if self.rtp_origin is None and self._last_ts is not None:
+            self._learn_origin()
         try:
             subscriber = self.subscriber or self.start()
-            return await subscriber.get()
+            packet = await subscriber.get()
         except SubscriberClosed:
             self.stop()
             raise MediaStreamError from None
+        if self.rtp_origin is None and packet.pts is not None and packet.time_base is not None:
+            self._last_ts = int(packet.pts * packet.time_base / _CLOCK[self.kind])
+        return packet
+
+    def _learn_origin(self) -> None:
+        """Asked for the next packet, the sender has sent the previous one: its timestamp on
+        the wire minus the packet's own is this subscription's origin."""
+        if self.transceiver is None or self._last_ts is None:
+            return
+        sent = aiortc_compat.last_rtp_timestamp(self.transceiver.sender)
+        if sent is not None:
+            self.rtp_origin = (sent - self._last_ts) & 0xFFFFFFFF
+
+    def source_timestamp(self, rtp_timestamp: int, near: int | None) -> int | None:
+        """The source frame's timestamp for an RTP timestamp this subscription sent, or None
+        before its origin is known. ``near`` (the track's latest) picks the 2^32 lap."""
+        if self.rtp_origin is None:
+            return None
+        return unwrap((rtp_timestamp - self.rtp_origin) & 0xFFFFFFFF, near)
 
     def request_keyframe(self, reason: str = "subscriber") -> bool:
         if self.subscriber is None:
@@ -101,17 +140,13 @@ class SubscriberTrack(MediaStreamTrack):
 
 def forward_keyframe_requests(sender: RTCRtpSender, track: SubscriberTrack) -> None:
     """Make PLI/FIR received on ``sender`` a (throttled) keyframe request upstream."""
-    original = sender._send_keyframe
 
-    def send_keyframe() -> None:
+    def requested() -> None:
         if track.subscriber is not None:
             track.subscriber.stats.keyframe_requests_received += 1
         track.request_keyframe("subscriber PLI/FIR")
-        original()
 
-    # Instance attribute shadows the method for this sender only; aiortc calls
-    # ``self._send_keyframe()`` from ``_handle_rtcp_packet``.
-    sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+    aiortc_compat.on_keyframe_request(sender, requested)
 
 
 def add_subscriber_track(

@@ -1,7 +1,8 @@
 """The encoded-frame tap: remote tracks yield ``av.Packet`` instead of decoded frames.
 
 How aiortc 1.16 is hooked (all hooks are module-global names that aiortc looks up at call
-time, replaced once by :func:`install_tap` and restored by :func:`uninstall_tap`):
+time, replaced once by :func:`install_tap` and restored by :func:`uninstall_tap`, through
+``media.aiortc_compat``):
 
 * ``aiortc.rtcrtpreceiver.get_decoder``: called by the receiver's decoder thread for each
   codec. In pass-through mode it returns :class:`PassthroughDecoder`, whose ``decode()`` turns
@@ -39,14 +40,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import aiortc.rtcrtpreceiver
-import aiortc.rtcrtpsender
 import av
 from aiortc import RTCPeerConnection, RTCRtpReceiver
-from aiortc.codecs.base import Encoder
-from aiortc.jitterbuffer import JitterFrame
-from aiortc.mediastreams import MediaStreamTrack, convert_timebase
+from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from orbridge.media import aiortc_compat as compat
+from orbridge.media.aiortc_compat import Encoder, JitterFrame, convert_timebase
 
 logger = logging.getLogger(__name__)
 
@@ -179,14 +179,14 @@ _queue_modes: weakref.WeakKeyDictionary[asyncio.Queue[Any], TapMode] = weakref.W
 _pc_modes: weakref.WeakKeyDictionary[RTCPeerConnection, TapMode] = weakref.WeakKeyDictionary()
 _thread_mode = threading.local()
 
-_original_get_decoder = aiortc.rtcrtpreceiver.get_decoder
-_original_decoder_worker = aiortc.rtcrtpreceiver.decoder_worker
-_original_get_encoder = aiortc.rtcrtpsender.get_encoder
+_original_get_decoder = compat.RECEIVER_GET_DECODER.original
+_original_decoder_worker = compat.RECEIVER_DECODER_WORKER.original
+_original_get_encoder = compat.SENDER_GET_ENCODER.original
 
 
 def _mark_track(track: MediaStreamTrack, mode: TapMode) -> None:
-    track_queue = getattr(track, "_queue", None)  # aiortc's RemoteStreamTrack internals
-    if not isinstance(track_queue, asyncio.Queue):
+    track_queue = compat.remote_track_queue(track)
+    if track_queue is None:
         raise TypeError(f"{track!r} is not a remote track of an RTCRtpReceiver")
     _queue_modes[track_queue] = mode
 
@@ -331,9 +331,10 @@ def install_tap(default_mode: TapMode = "passthrough") -> None:
     _default_mode = default_mode
     if _installed:
         return
-    aiortc.rtcrtpreceiver.get_decoder = _tapped_get_decoder
-    aiortc.rtcrtpreceiver.decoder_worker = _tapped_decoder_worker
-    aiortc.rtcrtpsender.get_encoder = _tapped_get_encoder
+    compat.check_versions()  # an untested aiortc must not forward silently wrong
+    compat.RECEIVER_GET_DECODER.install(_tapped_get_decoder)
+    compat.RECEIVER_DECODER_WORKER.install(_tapped_decoder_worker)
+    compat.SENDER_GET_ENCODER.install(_tapped_get_encoder)
     _installed = True
     logger.info("encoded-frame tap installed (default mode: %s)", default_mode)
 
@@ -341,9 +342,9 @@ def install_tap(default_mode: TapMode = "passthrough") -> None:
 def uninstall_tap() -> None:
     """Restore aiortc's own functions (tests; running receivers keep their decoder)."""
     global _installed
-    aiortc.rtcrtpreceiver.get_decoder = _original_get_decoder
-    aiortc.rtcrtpreceiver.decoder_worker = _original_decoder_worker
-    aiortc.rtcrtpsender.get_encoder = _original_get_encoder
+    compat.RECEIVER_GET_DECODER.restore()
+    compat.RECEIVER_DECODER_WORKER.restore()
+    compat.SENDER_GET_ENCODER.restore()
     _installed = False
 
 

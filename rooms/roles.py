@@ -32,6 +32,7 @@ class Grant(StrEnum):
     CONFIGURE_ALARMS = "configure_alarms"
     CLEAR_ANNOTATIONS = "clear_annotations"
     VIEW_RECORDINGS = "view_recordings"  # the library and replay of the token's rooms
+    END_CONSULTATION = "end_consultation"  # end the room's consultation for everyone
 
 
 _SUBSCRIBE_ALL = frozenset(

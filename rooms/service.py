@@ -1,10 +1,10 @@
 """The node's view of its rooms: joins, leaves, updates and the presence heartbeat.
 
-`RoomService` owns the participants connected to this node, keeps their presence
-alive, and turns what presence tells it (expired members elsewhere, records lost
-during a backend outage, a connection superseded by a newer one of the same
-identity) into calls on a `RoomListener`, which the signaling layer turns into
-room events.
+`RoomService` owns the participants connected to this node (and enters them in their Room's
+members, `rooms.room.RoomRegistry`), keeps their presence alive, and turns what presence tells
+it (expired members elsewhere, records lost during a backend outage, a connection superseded
+by a newer one of the same identity) into calls on a `RoomListener`, which the signaling
+layer turns into room events.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from orbridge.rooms.errors import DomainError
 from orbridge.rooms.participant import Participant
 from orbridge.rooms.presence import NodeInfo, PresenceKey, PresenceStore
+from orbridge.rooms.room import RoomRegistry
 
 log = logging.getLogger("orbridge.rooms")
 
@@ -42,6 +43,7 @@ class RoomService:
         node: NodeInfo,
         heartbeat_interval_s: float,
         listener: RoomListener | None = None,
+        registry: RoomRegistry | None = None,
     ) -> None:
         if heartbeat_interval_s * 1000 >= presence.ttl_ms:
             raise ValueError("the heartbeat interval must be shorter than the presence TTL")
@@ -50,6 +52,9 @@ class RoomService:
         self._listener = listener
         self.heartbeat_interval_s = heartbeat_interval_s
         self.local: dict[str, Participant] = {}  # sid -> participant on this node
+        self.registry = registry if registry is not None else RoomRegistry()
+        if self.registry.occupied is None:  # "empty" means empty on every node
+            self.registry.occupied = self.occupied
         self._task: asyncio.Task[None] | None = None
         self.presence_healthy = True
 
@@ -75,10 +80,10 @@ class RoomService:
             self._task = None
         removed = []
         for participant in list(self.local.values()):
+            self.drop_local(participant.sid)
             with contextlib.suppress(Exception):
                 if await self.presence.remove(key_of(participant)) is not None:
                     removed.append(participant)
-        self.local.clear()
         with contextlib.suppress(Exception):
             await self.presence.unregister_node(self.node.node_id)
         return removed
@@ -91,19 +96,35 @@ class RoomService:
             raise DomainError("already_joined", "this connection has already joined a room")
         replaced = await self.presence.add(participant)
         self.local[participant.sid] = participant
+        self.registry.add_member(participant)
         # A replaced connection stays in `local` until the listener evicts it.
         members = await self.presence.participants(participant.room)
         return members, replaced
 
     async def leave(self, sid: str) -> Participant | None:
-        participant = self.local.pop(sid, None)
+        participant = self.drop_local(sid)
         if participant is None:
             return None
         await self.presence.remove(key_of(participant))
         return participant
 
+    def drop_local(self, sid: str) -> Participant | None:
+        """Forget a connection of this node (its presence record is the caller's business)."""
+        participant = self.local.pop(sid, None)
+        if participant is not None:
+            self.registry.remove_member(participant.room, sid)
+        return participant
+
     def participant(self, sid: str) -> Participant | None:
         return self.local.get(sid)
+
+    def members(self, room: str) -> list[Participant]:
+        """The room's participants connected to this node (O(room))."""
+        return self.registry.members(room)
+
+    async def occupied(self, room: str) -> bool:
+        """Whether anyone is in the room on any node (presence), for the empty timeout."""
+        return bool(self.registry.members(room)) or bool(await self.presence.participants(room))
 
     async def update(self, sid: str, **changes: Any) -> Participant:
         current = self.local.get(sid)
@@ -113,6 +134,7 @@ class RoomService:
         if not await self.presence.replace(updated):
             raise DomainError("not_found", "your presence record is gone; reconnect")
         self.local[sid] = updated
+        self.registry.update_member(updated)
         return updated
 
     # heartbeat ----------------------------------------------------------------
@@ -143,6 +165,7 @@ class RoomService:
             if holder is None:
                 # Expired while the backend was unreachable: the connection is still here.
                 await self.presence.add(participant)
+                self.registry.add_member(participant)
                 await self.listener.participant_joined(participant)
             elif holder.sid != key.sid:
                 await self.listener.participant_superseded(participant)

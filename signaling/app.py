@@ -1,4 +1,7 @@
-"""The app factory: one aiohttp application with the Socket.IO server attached."""
+"""The composition root: one aiohttp application with the Socket.IO server attached.
+
+Every part is built here and every hook wired here; nothing else in orbridge constructs
+another layer's objects."""
 
 from __future__ import annotations
 
@@ -12,9 +15,11 @@ from orbridge.media.ice import configure_candidate_addresses
 from orbridge.media.router import MediaConfig, MediaRouter
 from orbridge.media.tap import install_tap
 from orbridge.recording.live.service import RecordingService
+from orbridge.rooms.annotations.hub import AnnotationHub
 from orbridge.rooms.bus import LocalBus, RedisBus, RoomBus
 from orbridge.rooms.presence import MemoryPresence, NodeInfo, PresenceStore
 from orbridge.rooms.presence_redis import RedisPresence
+from orbridge.rooms.room import RoomRegistry
 from orbridge.rooms.service import RoomService
 from orbridge.rooms.vitals.hub import VitalsHub
 from orbridge.rooms.vitals.model import VitalsBatch
@@ -28,7 +33,7 @@ from orbridge.signaling.sio.media import MediaEvents, SocketSignals
 from orbridge.signaling.sio.namespace import RoomNamespace
 from orbridge.signaling.sio.recording import RecordingEvents
 from orbridge.signaling.sio.vitals import VitalsEvents
-from orbridge.signaling.web import api as http_api
+from orbridge.signaling.web.api import add_routes
 from orbridge.signaling.web.fhir import add_fhir_routes
 from orbridge.signaling.web.pages import setup_pages
 from orbridge.signaling.web.recordings import add_recording_routes
@@ -45,6 +50,13 @@ def build_presence(settings: Settings) -> PresenceStore:
     if settings.redis_url:
         return RedisPresence(settings.redis_url, ttl_ms, prefix=settings.redis_prefix)
     return MemoryPresence(ttl_ms)
+
+
+def build_bus(settings: Settings, kind: str) -> RoomBus:
+    """The room bus for one kind of message: in process, or a Redis channel for a cluster."""
+    if settings.redis_url:
+        return RedisBus(settings.redis_url, f"{settings.redis_prefix}{kind}")
+    return LocalBus()
 
 
 def build_media(
@@ -81,7 +93,8 @@ def create_app(
         started_at=int(time.time() * 1000),
         version=__version__,
     )
-    rooms = RoomService(presence, info, settings.heartbeat_interval)
+    registry = RoomRegistry(settings.room_empty_timeout, bus=build_bus(settings, "rooms"))
+    rooms = RoomService(presence, info, settings.heartbeat_interval, registry=registry)
     manager = None
     if settings.redis_url:
         # Broadcasts reach clients on every node through Redis pub/sub.
@@ -103,23 +116,15 @@ def create_app(
     namespace = RoomNamespace(settings, secret, rooms, metrics)
     rooms.bind(namespace)
     router = build_media(settings, namespace, router_class)
-    bus: RoomBus = (
-        RedisBus(settings.redis_url, f"{settings.redis_prefix}vitals")
-        if settings.redis_url
-        else LocalBus()
-    )
 
     def count(batch: VitalsBatch) -> None:
         metrics.vitals_in.labels(batch.via, "numerics").inc(len(batch.numerics))
         metrics.vitals_in.labels(batch.via, "waveforms").inc(len(batch.waveforms))
 
-    vitals = VitalsHub(bus, on_ingest=count)
-    annotations = AnnotationEvents(
-        namespace,
-        RedisBus(settings.redis_url, f"{settings.redis_prefix}annotations")
-        if settings.redis_url
-        else LocalBus(),
-    )
+    vitals = VitalsHub(build_bus(settings, "vitals"), registry, on_ingest=count)
+    annotations = AnnotationHub(build_bus(settings, "annotations"), registry)
+    annotations.frame_mapper = router.source_timestamp
+    AnnotationEvents(namespace, annotations)
     mllp: MllpListener | None = None
     if settings.mllp_port is not None:
         mllp = MllpListener(
@@ -140,11 +145,11 @@ def create_app(
     )  # fmt: skip
     RecordingEvents(namespace, recordings, router, annotations, vitals)
     node = Node(
-        settings, secret, info, presence, rooms, sio, namespace, metrics, router, vitals,
-        annotations, recordings, mllp,
+        settings, secret, info, presence, rooms, registry, sio, namespace, metrics, router,
+        vitals, annotations, recordings, mllp,
     )  # fmt: skip
     app[NODE] = node
-    http_api.add_routes(app)
+    add_routes(app)
     add_fhir_routes(app)
     setup_pages(app)
     add_recording_routes(app)
@@ -152,6 +157,7 @@ def create_app(
     async def start(_: web.Application) -> None:
         await presence.start()
         await rooms.start()
+        await registry.start()
         await vitals.start()
         await annotations.start()
         await recordings.repair()
@@ -174,6 +180,7 @@ def create_app(
             await mllp.close()  # before the hub it feeds
         await vitals.close()
         await annotations.close()
+        await registry.stop()
         await presence.close()
 
     app.on_startup.append(start)

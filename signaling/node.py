@@ -9,13 +9,14 @@ from aiohttp import web
 
 from orbridge.media.router import MediaRouter
 from orbridge.recording.live.service import RecordingService
+from orbridge.rooms.annotations.hub import AnnotationHub
 from orbridge.rooms.presence import NodeInfo, PresenceStore
+from orbridge.rooms.room import RoomRegistry
 from orbridge.rooms.service import RoomService
 from orbridge.rooms.vitals.hub import VitalsHub
 from orbridge.signaling.ingest.mllp import MllpListener
 from orbridge.signaling.metrics import Metrics
 from orbridge.signaling.settings import Settings
-from orbridge.signaling.sio.annotations import AnnotationEvents
 from orbridge.signaling.sio.namespace import RoomNamespace
 
 
@@ -26,12 +27,13 @@ class Node:
     info: NodeInfo
     presence: PresenceStore
     rooms: RoomService
+    registry: RoomRegistry
     sio: socketio.AsyncServer
     namespace: RoomNamespace
     metrics: Metrics
     media: MediaRouter
     vitals: VitalsHub
-    annotations: AnnotationEvents
+    annotations: AnnotationHub
     recordings: RecordingService
     mllp: MllpListener | None = None
 

@@ -44,6 +44,9 @@ class Settings(BaseModel):
     event_burst: int = Field(100, ge=1)
     cors_allowed_origins: list[str] | str = Field(default_factory=list)
     shutdown_grace: float = Field(2.0, ge=0)
+    # A room's consultation (overlay, vitals, alarms, limits) ends after it has been empty on
+    # every node this long (seconds), or when a moderator sends end_consultation.
+    room_empty_timeout: float = Field(300.0, gt=0, le=24 * 3600)
     # media (WebRTC)
     video_codec: Literal["VP8", "H264"] = "VP8"
     ice_addresses: list[str] = Field(default_factory=list)  # default: the listen host if specific

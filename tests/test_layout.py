@@ -156,13 +156,14 @@ def test_the_checks_catch_what_they_look_for(tmp_path: Path) -> None:
 def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with orbridge's wheel installed and nothing else of the repository.
 
-    The wheel is built from a copy of the tracked files with this venv's setuptools (no
+    The wheel is built from a copy of the files git would commit with this venv's setuptools (no
     network). The fresh venv reaches the dependencies through a .pth line to this venv's
     site-packages, whose own .pth files (the editable install) are not processed there.
     """
     work = tmp_path_factory.mktemp("wheel")
     source = work / "src"
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True,
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, check=True,
                            capture_output=True).stdout.decode().split("\0")  # fmt: skip
     for name in filter(None, files):
         if (ROOT / name).is_file():

@@ -39,6 +39,7 @@ from aiortc import RTCRtpSender
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
 from av.video.frame import PictureType
 
+from orbridge.media import aiortc_compat
 from orbridge.media.sim.scene import SyntheticScene
 from orbridge.media.tap import h264_is_keyframe, vp8_is_keyframe
 
@@ -320,16 +321,10 @@ def wire_keyframe_requests(sender: RTCRtpSender, track: Any) -> None:
     """Make a PLI/FIR received on ``sender`` call ``track.request_keyframe()``.
 
     aiortc routes PLI/FIR to ``sender._send_keyframe()``, which only flags its own encoder;
-    a packet track bypasses that encoder, so the request would be lost. The method is
-    shadowed on this one sender instance; the original still runs (harmless for packets).
+    a packet track bypasses that encoder, so the request would be lost
+    (``aiortc_compat.on_keyframe_request``).
     """
-    original = sender._send_keyframe
-
-    def send_keyframe() -> None:
-        track.request_keyframe()
-        original()
-
-    sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+    aiortc_compat.on_keyframe_request(sender, track.request_keyframe)
 
 
 # --- file track ----------------------------------------------------------------------------

@@ -9,7 +9,6 @@ data, never the event loop; failures are reported through ``on_error`` once per 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
 import logging
@@ -36,6 +35,7 @@ from orbridge.recording.manifest import (
     Segment,
     TrackEntry,
 )
+from orbridge.rooms.tasks import Tasks
 
 logger = logging.getLogger("orbridge.recording")
 
@@ -80,7 +80,7 @@ class RoomRecording:
         self._dirty = False
         self._saver: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Tasks(f"recording {manifest.id}", logger)
         self._error_codes: set[str] = set()
         self.stopped = False
 
@@ -140,7 +140,7 @@ class RoomRecording:
             recorder.start()
         else:
             self._segment_tracks[key].append(track.id)
-            self._spawn(recorder.new_segment(track.forwarder))
+            self._tasks.spawn(recorder.new_segment(track.forwarder), name=f"segment:{key}")
         # The recorder names segment n of a source "<key>-<n>": known before its task runs.
         file = f"{key}-{len(self._segment_tracks[key]):03d}{CODECS[codec].suffix}"
         self.log("track_published", track=track.public(), file=file)
@@ -187,9 +187,7 @@ class RoomRecording:
     async def stop(self, by: str, reason: str) -> Manifest:
         if self.stopped:
             return self.manifest
-        for task in list(self._tasks):  # pending new_segment()s first
-            with contextlib.suppress(Exception):
-                await task
+        await self._tasks.wait()  # pending new_segment()s first
         for recorder in self.recorders.values():
             await recorder.stop()
         stopped_ms = now_ms()
@@ -228,7 +226,7 @@ class RoomRecording:
     def save_soon(self) -> None:
         self._dirty = True
         if self._saver is None or self._saver.done():
-            self._saver = asyncio.get_running_loop().create_task(self._save_loop())
+            self._saver = self._tasks.spawn(self._save_loop(), name=f"save:{self.id}")
 
     async def _save_loop(self) -> None:
         while self._dirty:
@@ -266,11 +264,6 @@ class RoomRecording:
             self.log("recording_error", code=code, message=message)
         if self.on_error is not None:
             self.on_error(code, message)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _segment(info: SegmentInfo, track_id: str) -> Segment:

@@ -24,6 +24,7 @@ from orbridge.recording.library.store import RecordingStore
 from orbridge.recording.live.room_recording import RoomRecording, error_code, now_ms
 from orbridge.recording.manifest import Consent, Manifest, Segment, new_recording_id
 from orbridge.rooms.errors import DomainError
+from orbridge.rooms.tasks import Tasks
 
 logger = logging.getLogger("orbridge.recording")
 
@@ -75,7 +76,7 @@ class RecordingService:
         self.counts = {"started": 0, "stopped": 0, "errors": 0, "repaired": 0}
         self.error_counts: dict[str, int] = {}
         self._starting: dict[str, asyncio.Task[RoomRecording]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Tasks("recording", logger)
 
     # -- start / stop ----------------------------------------------------------------------
 
@@ -155,7 +156,7 @@ class RecordingService:
             recording.add_track(track)
         elif track.room not in self._starting and self._policy_matches(track.room):
             # The room policy records from the first track (start() adds the room's tracks).
-            self._spawn(self._policy_start(track.room))
+            self._tasks.spawn(self._policy_start(track.room), name=f"policy:{track.room}")
 
     async def track_ended(self, track: PublishedTrack, reason: str) -> None:
         recording = self.active.get(track.room)
@@ -260,11 +261,6 @@ class RecordingService:
             rec.log_stats.get("dropped", 0) for rec in self.active.values()
         )
         return totals
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _measured(directory: Path, segment: Segment) -> Segment:

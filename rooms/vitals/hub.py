@@ -1,10 +1,10 @@
-"""The vitals of every room on this node: ingest, alarms, and the bus that carries them.
+"""The vitals hub: every way in (Socket.IO, HL7 MLLP, FHIR) hands it a normalized batch.
 
-Every ingest path (Socket.IO, HL7 MLLP, FHIR) hands a normalized `VitalsBatch` to
-`VitalsHub.ingest`, which evaluates the room's alarms and publishes the batch and any alarm
-changes on the bus. Each node (the ingesting one included) receives what the bus carries,
-keeps the room's latest numerics, active alarms and limits for late joiners, and fans it out to
-its own clients. The bus is in-process for one node, Redis pub/sub for several.
+`ingest` evaluates the room's alarms and publishes the batch and any alarm changes on the room
+bus. Every node (the ingesting one included) applies what the bus carries to its Room (the
+latest numerics, the active alarms, the limits, for late joiners) and hands it to its
+listeners: the face's fan-out to the room's members and a recording's event log. The bus is
+in-process for one node, Redis pub/sub for several.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from typing import Any
 
 from orbridge.rooms.bus import Deliver, RoomBus
 from orbridge.rooms.errors import DomainError
-from orbridge.rooms.vitals.alarms import Alarm, AlarmEngine, Limit
+from orbridge.rooms.room import RoomRegistry
+from orbridge.rooms.vitals.alarms import Alarm, Limit
 from orbridge.rooms.vitals.model import VitalsBatch
+from orbridge.rooms.vitals.state import RoomVitals
 
 log = logging.getLogger("orbridge.vitals")
 
@@ -28,13 +30,15 @@ def _alarm(data: dict[str, Any]) -> Alarm:
 
 class VitalsHub:
     def __init__(
-        self, bus: RoomBus, on_ingest: Callable[[VitalsBatch], None] | None = None
+        self,
+        bus: RoomBus,
+        rooms: RoomRegistry,
+        on_ingest: Callable[[VitalsBatch], None] | None = None,
     ) -> None:
         self.bus = bus
+        self.rooms = rooms
         self.on_ingest = on_ingest  # metrics hook
-        self.engines: dict[str, AlarmEngine] = {}
-        self.latest: dict[str, dict[str, dict[str, Any]]] = {}  # room -> kind -> numeric
-        self.listeners: list[Deliver] = []  # the fan-out of this node
+        self.listeners: list[Deliver] = []  # the fan-out of this node, the event log
         self.counts = {"batches": 0, "numerics": 0, "waveforms": 0, "alarms_raised": 0}
 
     async def start(self) -> None:
@@ -43,30 +47,30 @@ class VitalsHub:
     async def close(self) -> None:
         await self.bus.close()
 
-    def engine(self, room: str) -> AlarmEngine:
-        engine = self.engines.get(room)
-        if engine is None:
-            engine = self.engines[room] = AlarmEngine(room)
-        return engine
+    def snapshot(self, room: str) -> dict[str, Any]:
+        current = self.rooms.get(room)
+        return (current.vitals if current is not None else RoomVitals(room)).snapshot()
 
     async def ingest(self, batch: VitalsBatch) -> dict[str, Any]:
         """Accept a normalized batch for a room (from any way in)."""
         if not batch.numerics and not batch.waveforms:
             raise DomainError("invalid_vitals", "nothing to ingest: no numerics, no waveforms")
-        engine = self.engine(batch.room)
+        engine = self.rooms.open(batch.room).vitals.alarms
         changes = [change for n in batch.numerics for change in engine.evaluate(n)]
         self.counts["batches"] += 1
         self.counts["numerics"] += len(batch.numerics)
         self.counts["waveforms"] += len(batch.waveforms)
         if self.on_ingest is not None:
             self.on_ingest(batch)
-        await self.bus.publish({"type": "vitals", "room": batch.room, "batch": batch.public()})
+        t = batch.received_ms
+        await self.bus.publish({"type": "vitals", "room": batch.room, "t": t,
+                                "batch": batch.public()})  # fmt: skip
         for what, alarm in changes:
             if what == "raised":
                 self.counts["alarms_raised"] += 1
                 log.warning("alarm in %s: %s %s %s", batch.room, alarm.kind, alarm.condition,
                             alarm.value)  # fmt: skip
-            await self.bus.publish({"type": f"alarm_{what}", "room": batch.room,
+            await self.bus.publish({"type": f"alarm_{what}", "room": batch.room, "t": t,
                                     "alarm": alarm.public()})  # fmt: skip
         return {
             "numerics": len(batch.numerics),
@@ -74,38 +78,33 @@ class VitalsHub:
             "alarms": [{"event": what, "id": a.id} for what, a in changes],
         }
 
-    async def set_limits(self, room: str, limits: dict[str, Limit]) -> dict[str, Any]:
-        merged = {**self.engine(room).limits, **limits}
+    async def set_limits(self, room: str, limits: dict[str, Limit], t_ms: int
+                         ) -> dict[str, Any]:  # fmt: skip
+        merged = {**self.rooms.open(room).vitals.alarms.limits, **limits}
         public = {k: v.public() for k, v in merged.items()}
-        await self.bus.publish({"type": "limits", "room": room, "limits": public})
+        await self.bus.publish({"type": "limits", "room": room, "t": t_ms, "limits": public})
         return public
 
     async def _receive(self, message: dict[str, Any]) -> None:
-        room = message.get("room")
-        if not isinstance(room, str):
+        name = message.get("room")
+        if not isinstance(name, str) or not self.rooms.accepts(name, message.get("t")):
             return
+        vitals = self.rooms.open(name).vitals
         kind = message.get("type")
         if kind == "vitals":
-            latest = self.latest.setdefault(room, {})
             for numeric in message["batch"]["numerics"]:
-                latest[numeric["kind"]] = numeric
+                vitals.latest[numeric["kind"]] = numeric
         elif kind in ("alarm_raised", "alarm_cleared"):
             # Keep every node's alarm state in step, whichever node evaluated it.
             alarm = _alarm(message["alarm"])
-            active = self.engine(room).active
             if kind == "alarm_raised":
-                active[(alarm.kind, alarm.condition)] = alarm
+                vitals.alarms.active[(alarm.kind, alarm.condition)] = alarm
             else:
-                active.pop((alarm.kind, alarm.condition), None)
+                vitals.alarms.active.pop((alarm.kind, alarm.condition), None)
         elif kind == "limits":
-            self.engine(room).limits = {k: Limit(**v) for k, v in message["limits"].items()}
+            vitals.alarms.limits = {k: Limit(**v) for k, v in message["limits"].items()}
         for listener in self.listeners:
-            await listener(message)
-
-    def snapshot(self, room: str) -> dict[str, Any]:
-        engine = self.engines.get(room)
-        return {
-            "numerics": list(self.latest.get(room, {}).values()),
-            "alarms": [a.public() for a in engine.active.values()] if engine else [],
-            "limits": {k: v.public() for k, v in (engine or AlarmEngine(room)).limits.items()},
-        }
+            try:
+                await listener(message)
+            except Exception:  # one listener must not starve the others (alarms above all)
+                log.exception("vitals listener failed")

@@ -20,6 +20,7 @@ SERVER_EVENTS = (
     "participant_updated",
     "removed",
     "server_shutdown",
+    "consultation_ended",
     "track_published",
     "track_ended",
     "vitals",

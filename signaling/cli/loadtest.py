@@ -25,7 +25,7 @@ import av
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from orbridge.media import tap
+from orbridge.media import aiortc_compat, tap
 from orbridge.media.client import MediaClient
 from orbridge.rooms import tokens
 from orbridge.rooms.roles import Role
@@ -59,7 +59,7 @@ def _video_payload_types(pc: RTCPeerConnection) -> set[int]:
     types = set()
     for transceiver in pc.getTransceivers():
         if transceiver.kind == "video":
-            for codec in getattr(transceiver, "_codecs", []):
+            for codec in aiortc_compat.transceiver_codecs(transceiver):
                 if codec.mimeType.lower() != "video/rtx":
                     types.add(codec.payloadType)
     return types
@@ -87,7 +87,7 @@ class Run:
                         if data[1] & 0x80:
                             result.frame(time.monotonic(), 0, run.counting)
 
-                transport._handle_rtp_data = count  # type: ignore[method-assign]
+                aiortc_compat.replace_rtp_handler(transport, count)
 
         return install
 

@@ -34,6 +34,12 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--node-id", dest="node_id", help="this node's name in presence")
     p.add_argument("--presence-ttl", dest="presence_ttl", type=float, help="seconds (<= 15)")
     p.add_argument("--heartbeat-interval", dest="heartbeat_interval", type=float, help="seconds")
+    p.add_argument(
+        "--room-empty-timeout",
+        dest="room_empty_timeout",
+        type=float,
+        help="seconds a room stays empty before its consultation ends (default 300)",
+    )
     p.add_argument("--log-format", dest="log_format", choices=["text", "json"])
     p.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument(
@@ -159,7 +165,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args,
         [
             "secret", "data_dir", "public_url", "host", "port", "redis_url", "node_id",
-            "presence_ttl", "heartbeat_interval", "log_format", "log_level", "api_keys",
+            "presence_ttl", "heartbeat_interval", "room_empty_timeout", "log_format",
+            "log_level", "api_keys",
             "video_codec", "ice_addresses", "announced_address", "stun_urls", "turn_urls",
             "turn_username", "turn_credential", "keyframe_interval",
             "mllp_port", "mllp_host", "mllp_bindings", "mllp_default_room",

@@ -8,7 +8,6 @@ joined, rate limit, size, grant, schema. Acks are uniform:
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,27 +37,6 @@ class EventSpec:
     grant: Grant | None = None
     needs_join: bool = True
     max_bytes: int | None = None  # None: the server-wide limit
-
-
-class TokenBucket:
-    """A per-connection rate limit: `rate` events a second, bursts of `burst`."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.stamp = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 def payload_size(args: tuple[Any, ...]) -> int:

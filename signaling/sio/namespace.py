@@ -17,12 +17,15 @@ import socketio
 from orbridge.rooms import tokens
 from orbridge.rooms.errors import DomainError
 from orbridge.rooms.participant import Participant
+from orbridge.rooms.ratelimit import TokenBucket
 from orbridge.rooms.roles import Grant
+from orbridge.rooms.room import Room
 from orbridge.rooms.service import RoomService, key_of
+from orbridge.rooms.tasks import Tasks
 from orbridge.signaling.metrics import Metrics
 from orbridge.signaling.settings import Settings
 from orbridge.signaling.sio import schemas
-from orbridge.signaling.sio.gate import Ack, EventSpec, TokenBucket, fail, ok, parse
+from orbridge.signaling.sio.gate import Ack, EventSpec, fail, ok, parse
 
 log = logging.getLogger("orbridge.signaling")
 
@@ -49,7 +52,7 @@ class RoomNamespace(socketio.AsyncNamespace):
         self.claims: dict[str, tokens.Claims] = {}
         self.buckets: dict[str, TokenBucket] = {}
         self.events: dict[str, EventSpec] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        self.tasks = Tasks("signaling", log)
         # Capabilities (media, vitals, ...) hook into the room's life cycle here.
         self.join_hooks: list[Callable[[Participant], Awaitable[None]]] = []
         self.leave_hooks: list[Callable[[Participant, str], Awaitable[None]]] = []
@@ -69,8 +72,15 @@ class RoomNamespace(socketio.AsyncNamespace):
                 self.on_remove_participant_event,
                 grant=Grant.REMOVE_PARTICIPANTS,
             ),
+            EventSpec(
+                "end_consultation",
+                schemas.Empty,
+                self.on_end_consultation_event,
+                grant=Grant.END_CONSULTATION,
+            ),
         ):
             self.register(spec)
+        rooms.registry.close_hooks.append(self._room_closed)
 
     def register(self, spec: EventSpec) -> None:
         """Add an event to the table (later capabilities register theirs here)."""
@@ -158,6 +168,21 @@ class RoomNamespace(socketio.AsyncNamespace):
             except Exception:
                 log.exception("leave hook failed for %s", participant.identity)
 
+    async def _joined(self, participant: Participant) -> None:
+        """A connection of this node entered its room: capabilities set up (each guarded)."""
+        for hook in self.join_hooks:
+            try:
+                await hook(participant)
+            except Exception:  # a capability that fails must not fail the join
+                log.exception("join hook failed for %s", participant.identity)
+
+    def me(self, sid: str) -> Participant:
+        """The participant of a connection the gate has checked is joined."""
+        me = self.rooms.participant(sid)
+        if me is None:  # it left while its event was queued
+            raise DomainError("not_joined", "join the room first")
+        return me
+
     # handlers ---------------------------------------------------------------------
     async def on_join_event(self, sid: str, message: schemas.Join) -> dict[str, Any]:
         claims = self.claims[sid]
@@ -178,8 +203,7 @@ class RoomNamespace(socketio.AsyncNamespace):
         if replaced is not None:
             await self._evict(replaced, "duplicate_identity")
         await self.enter_room(sid, sio_room(claims.room))
-        for hook in self.join_hooks:
-            await hook(participant)
+        await self._joined(participant)
         await self.participant_joined(participant, skip_sid=sid)
         log.info("%s (%s) joined room %s", claims.identity, claims.role.value, claims.room)
         return self._snapshot(participant, members)
@@ -206,15 +230,13 @@ class RoomNamespace(socketio.AsyncNamespace):
         return {"participant": updated.public()}
 
     async def on_snapshot_event(self, sid: str, message: schemas.Empty) -> dict[str, Any]:
-        me = self.rooms.participant(sid)
-        assert me is not None  # the gate checked the join
+        me = self.me(sid)
         return self._snapshot(me, await self.rooms.presence.participants(me.room))
 
     async def on_remove_participant_event(
         self, sid: str, message: schemas.RemoveParticipant
     ) -> dict[str, Any]:
-        me = self.rooms.participant(sid)
-        assert me is not None
+        me = self.me(sid)
         target = await self.rooms.presence.get(me.room, message.identity)
         if target is None:
             raise DomainError("not_found", f"{message.identity} is not in room {me.room}")
@@ -227,6 +249,29 @@ class RoomNamespace(socketio.AsyncNamespace):
         await self.participant_left(removed, "removed")
         log.info("%s removed %s from room %s", me.identity, removed.identity, me.room)
         return {"identity": removed.identity}
+
+    async def on_end_consultation_event(self, sid: str, message: schemas.Empty
+                                        ) -> dict[str, Any]:  # fmt: skip
+        me = self.me(sid)
+        ended_ms = await self.rooms.registry.end(me.room, me.identity)
+        log.info("%s ended the consultation in room %s", me.identity, me.room)
+        return {"room": me.room, "ended_ms": ended_ms}
+
+    async def _room_closed(self, room: Room, reason: str, by: str) -> None:
+        """A consultation ended: its members here are told, then removed (their media ends)."""
+        if reason != "ended":
+            return
+        notice = {"room": room.name, "by": by, "reason": reason}
+        for participant in list(room.members.values()):
+            await self.emit("consultation_ended", notice, to=participant.sid)
+            try:
+                removed = await self.rooms.presence.remove(key_of(participant))
+            except Exception as exc:  # presence outage: the record expires by itself
+                log.warning("could not remove %s from presence: %s", participant.identity, exc)
+                removed = None
+            await self._evict(participant, "consultation_ended", by=by)
+            if removed is not None:
+                await self.participant_left(removed, "consultation_ended")
 
     # room events (RoomListener) ----------------------------------------------------
     async def participant_joined(
@@ -263,7 +308,7 @@ class RoomNamespace(socketio.AsyncNamespace):
         self, participant: Participant, reason: str, by: str | None = None, note: str = ""
     ) -> None:
         """Tell a connection (on any node) why it is being closed, then close it."""
-        local = self.rooms.local.pop(participant.sid, None)
+        local = self.rooms.drop_local(participant.sid)
         if local is not None:
             await self._left(local, reason)
         notice: dict[str, Any] = {"reason": reason}
@@ -272,13 +317,7 @@ class RoomNamespace(socketio.AsyncNamespace):
         if note:
             notice["message"] = note
         await self.emit("removed", notice, to=participant.sid)
-        self.spawn(self._close_soon(participant.sid))
-
-    def spawn(self, coro: Any) -> None:
-        """Run `coro` in the background, keeping a reference until it ends."""
-        task = asyncio.create_task(coro)
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self.tasks.spawn(self._close_soon(participant.sid), name=f"close:{participant.sid}")
 
     async def _close_soon(self, sid: str) -> None:
         # Give the notice a moment to be written before the socket closes.

@@ -2,8 +2,9 @@
 `recording_started`, `recording_stopped`, `recording_error`, `chapter_marked` out.
 
 Binds the node's RecordingService to the namespace (presence changes, the snapshot's
-`recording`), to the media router (tracks become segments) and to the annotation and vitals
-buses (the event log), and counts what happens in /metrics.
+`recording`), to the media router (tracks become segments), to the annotation and vitals hubs
+(the event log) and to the room registry (a consultation that ends stops its recording), and
+counts what happens in /metrics.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from orbridge.media.router import MediaRouter
 from orbridge.recording.live.room_recording import RoomRecording
 from orbridge.recording.live.service import RecordingListener, RecordingService, StartRequest
 from orbridge.recording.manifest import Manifest
+from orbridge.rooms.annotations.hub import AnnotationHub
 from orbridge.rooms.errors import DomainError
 from orbridge.rooms.participant import Participant
 from orbridge.rooms.roles import Grant
+from orbridge.rooms.room import Room
 from orbridge.rooms.vitals.hub import VitalsHub
 from orbridge.signaling.sio import schemas
-from orbridge.signaling.sio.annotations import AnnotationEvents
 from orbridge.signaling.sio.gate import EventSpec
 from orbridge.signaling.sio.namespace import RoomNamespace, sio_room
 
@@ -41,7 +43,7 @@ class RecordingEvents(RecordingListener):
         namespace: RoomNamespace,
         service: RecordingService,
         router: MediaRouter,
-        annotations: AnnotationEvents,
+        annotations: AnnotationHub,
         vitals: VitalsHub,
     ) -> None:
         self.namespace = namespace
@@ -64,12 +66,17 @@ class RecordingEvents(RecordingListener):
         router.track_started.append(service.track_started)
         router.track_ended.append(service.track_ended)
         annotations.listeners.append(service.on_annotation_message)
-        annotations.frame_mapper = router.source_timestamp
         vitals.listeners.append(service.on_vitals_message)
+        # before the face removes the members: the recording ends with the consultation
+        namespace.rooms.registry.close_hooks.insert(0, self._room_closed)
 
     def _participants_of(self, room: str) -> list[dict[str, Any]]:
-        local = self.namespace.rooms.local.values()
-        return [p.public() for p in local if p.room == room]
+        return [p.public() for p in self.namespace.rooms.members(room)]
+
+    async def _room_closed(self, room: Room, reason: str, by: str) -> None:
+        if self.service.recording(room.name) is not None:
+            why = "consultation_ended" if reason == "ended" else "room_empty"
+            await self.service.stop(room.name, by or "server", why)
 
     def _snapshot(self, me: Participant) -> dict[str, Any]:
         recording = self.service.recording(me.room)
@@ -83,15 +90,10 @@ class RecordingEvents(RecordingListener):
         else:
             self.service.participant_updated(participant.room, participant.public())
 
-    def _me(self, sid: str) -> Participant:
-        me = self.namespace.rooms.participant(sid)
-        assert me is not None  # the gate checked the join
-        return me
-
     # -- inbound -------------------------------------------------------------------------
 
     async def on_start_recording(self, sid: str, message: schemas.StartRecording) -> dict[str, Any]:
-        me = self._me(sid)
+        me = self.namespace.me(sid)
         request = StartRequest(
             by={"identity": me.identity, "name": me.name, "role": me.role.value},
             consent=message.consent, consent_note=message.consent_note,
@@ -101,12 +103,12 @@ class RecordingEvents(RecordingListener):
         return _public(recording)
 
     async def on_stop_recording(self, sid: str, message: schemas.Empty) -> dict[str, Any]:
-        me = self._me(sid)
+        me = self.namespace.me(sid)
         manifest = await self.service.stop(me.room, me.identity)
         return _stopped(manifest, "stopped")
 
     async def on_mark_chapter(self, sid: str, message: schemas.MarkChapter) -> dict[str, Any]:
-        me = self._me(sid)
+        me = self.namespace.me(sid)
         if not {Grant.RECORD, Grant.ANNOTATE} & me.grants:
             raise DomainError("forbidden", "only moderators and experts mark chapters")
         recording = self.service.recording(me.room)
@@ -134,7 +136,10 @@ class RecordingEvents(RecordingListener):
     def recording_error(self, room: str, recording_id: str, code: str, message: str) -> None:
         self.namespace.metrics.recording_errors.labels(code).inc()
         payload = {"id": recording_id, "code": code, "message": message}
-        self.namespace.spawn(self.namespace.emit("recording_error", payload, room=sio_room(room)))
+        self.namespace.tasks.spawn(
+            self.namespace.emit("recording_error", payload, room=sio_room(room)),
+            name=f"recording_error:{room}",
+        )
 
 
 def _stopped(manifest: Manifest, reason: str) -> dict[str, Any]:

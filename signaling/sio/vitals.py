@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from orbridge.media.aiortc_compat import engineio_backlog
 from orbridge.rooms.errors import DomainError
 from orbridge.rooms.participant import Participant
 from orbridge.rooms.roles import Grant
@@ -53,8 +54,7 @@ class VitalsEvents:
         return {"vitals": self.hub.snapshot(me.room)}
 
     async def on_publish_vitals(self, sid: str, message: schemas.PublishVitals) -> dict[str, Any]:
-        me = self.namespace.rooms.participant(sid)
-        assert me is not None  # the gate checked the join
+        me = self.namespace.me(sid)
         now = int(time.time() * 1000)
         source = message.source or me.identity
         batch = VitalsBatch(room=me.room, received_ms=now, via="socketio")
@@ -73,25 +73,20 @@ class VitalsEvents:
         return await self.hub.ingest(batch)
 
     async def on_set_alarm_limits(self, sid: str, message: schemas.AlarmLimits) -> dict[str, Any]:
-        me = self.namespace.rooms.participant(sid)
-        assert me is not None
+        me = self.namespace.me(sid)
         raw = {k: v.model_dump() for k, v in message.limits.items()}
-        return {"limits": await self.hub.set_limits(me.room, check_limits(raw))}
+        limits = check_limits(raw)
+        return {"limits": await self.hub.set_limits(me.room, limits, int(time.time() * 1000))}
 
     # fan-out ----------------------------------------------------------------------------
     def _backlog(self, sid: str) -> int:
-        server = self.namespace.server
-        try:
-            eio_sid = server.manager.eio_sid_from_sid(sid, self.namespace.namespace)
-            return int(server.eio.sockets[eio_sid].queue.qsize())
-        except (KeyError, AttributeError):
-            return 0
+        return engineio_backlog(self.namespace.server, sid, self.namespace.namespace)
 
     async def deliver(self, message: dict[str, Any]) -> None:
         room, kind = message["room"], message["type"]
         viewers = [
-            p.sid for p in list(self.namespace.rooms.local.values())
-            if p.room == room and Grant.SUBSCRIBE_VITALS in p.grants
+            p.sid for p in self.namespace.rooms.members(room)
+            if Grant.SUBSCRIBE_VITALS in p.grants
         ]  # fmt: skip
         if not viewers:
             return

@@ -48,6 +48,7 @@ export const SERVER_EVENTS = Object.freeze([
   "participant_updated",
   "removed",
   "server_shutdown",
+  "consultation_ended",
 ]);
 
 /** Events that change the participant list. */

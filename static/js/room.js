@@ -140,6 +140,9 @@ function follow(connection) {
     const reason = (notice && notice.reason) || "removed";
     if (reason === "duplicate_identity") {
       showBanner(reason, "You joined this room from another tab or device, so this page was disconnected.");
+    } else if (reason === "consultation_ended") {
+      const by = notice && notice.by ? ` by ${notice.by}` : "";
+      showBanner(reason, `The consultation was ended${by}. Open your join link again to start a new one.`);
     } else {
       const by = notice && notice.by ? ` by ${notice.by}` : "";
       const why = notice && notice.message ? `: ${notice.message}` : ".";

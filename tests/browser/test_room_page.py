@@ -167,6 +167,18 @@ async def test_removed_by_a_moderator_shows_a_banner(web_node: WebNode, pages: P
     await expect(page.get_by_test_id("room")).to_have_attribute("data-state", "closed")
 
 
+async def test_an_ended_consultation_shows_a_banner(web_node: WebNode, pages: Pages) -> None:
+    page = await open_joined(
+        pages, web_node.room_url(ROOM, "expert", "Dr Wang", identity="dr-wang")
+    )
+    moderator = await web_node.client(ROOM, "moderator", identity="it-zhao", name="Zhao")
+    await moderator.request("end_consultation")
+    banner = page.get_by_test_id("banner")
+    await expect(banner).to_have_attribute("data-reason", "consultation_ended")
+    await expect(banner).to_contain_text("consultation was ended by it-zhao")
+    await expect(page.get_by_test_id("room")).to_have_attribute("data-state", "closed")
+
+
 async def test_same_identity_in_a_second_tab_replaces_the_first(
     web_node: WebNode, pages: Pages
 ) -> None:

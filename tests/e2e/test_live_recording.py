@@ -289,3 +289,33 @@ def test_segment_mapping_follows_sync_points() -> None:
     for wall in (1000, 6005, 15000, 26020):
         assert segment.wall_ms(segment.media_time(wall)) == pytest.approx(wall)
     assert segment.media_time_of_ts(9000 + 90000 * 3) == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("lean_sender", [True, False], ids=["lean-sender", "aiortc-sender"])
+async def test_an_annotation_names_its_frame_with_either_sender(
+    start_node: StartNode, lean_sender: bool
+) -> None:
+    """Frame anchoring does not depend on the performance switch: each subscription knows its
+    RTP origin, from the lean sender or read back from aiortc's own send loop."""
+    node = await start_node(lean_sender=lean_sender)
+    moderator = await node.client("or-1", Role.MODERATOR, identity="mod-li")
+    expert = Expert(await node.client("or-1", Role.EXPERT, identity="dr-wang"))
+    await expert.media.subscribe(expert.consume)
+    started = await moderator.request("start_recording", {"consent": "written"})
+    _, surgeon = await publish_or(node)
+    await until(lambda: expert.drawn is not None, within=15)
+    await moderator.request("stop_recording", {})
+    await surgeon.close()
+    await expert.media.close()
+
+    directory = node.node.recordings.store.directory(started["id"])
+    [track] = Manifest.load(directory).tracks
+    [drawn] = [e["annotation"] for e in read_events(directory / "events.jsonl")
+               if e["type"] == "annotation"]  # fmt: skip
+    assert expert.drawn is not None and drawn["id"] == expert.drawn["id"]
+    assert isinstance(drawn["frame"]["source_ts"], int)
+    [segment] = track.segments
+    media_time = segment.media_time_of_ts(drawn["frame"]["source_ts"])
+    assert media_time is not None
+    code = frame_at(directory / segment.file, media_time)
+    assert code is not None and code[0] == expert.drawn["capture_ms"]

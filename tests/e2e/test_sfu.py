@@ -223,3 +223,31 @@ async def test_missing_source_for_a_sent_track(node: LiveNode) -> None:
         await room.request("publish", {"sdp": pc.localDescription.sdp, "tracks": []})
     assert err.value.code == "invalid_payload" and "source" in err.value.message
     await pc.close()
+
+
+async def test_the_publisher_is_answered_before_any_subscriber_is_offered(
+    node: LiveNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One slow subscriber (its offer held until we release it) never delays the OR."""
+    expert_room, expert = await participant(node, Role.EXPERT, "dr-wang")
+    sink = Sink()
+    await expert.subscribe(sink.consume)
+    router = node.node.media
+    release = asyncio.Event()
+    original = router.subscribing.negotiate
+
+    async def slow(session: Any) -> None:
+        if session.identity == "dr-wang":
+            await release.wait()
+        await original(session)
+
+    monkeypatch.setattr(router.subscribing, "negotiate", slow)
+    _, surgeon = await participant(node, Role.SURGEON, "dr-ma")
+    published = await surgeon.publish([Outgoing(Pattern(), "laparoscope")])
+    assert [t["source"] for t in published] == ["laparoscope"]  # answered: the OR is sending
+    assert (await expert_room.next_event("track_published"))["track"]["participant"] == "dr-ma"
+    assert expert.offers_answered == 0  # the expert's offer is still held
+    release.set()
+    await until(lambda: sink.video > 10)
+    for c in (expert, surgeon):
+        await c.close()

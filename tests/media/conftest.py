@@ -24,6 +24,7 @@ from aiortc.mediastreams import (
     VideoStreamTrack,
 )
 
+from orbridge.media import aiortc_compat
 from orbridge.media.codecs import negotiated_codec, prefer_codec
 from orbridge.media.forwarder import TrackForwarder
 from orbridge.media.ice import configure_candidate_addresses, rtc_configuration
@@ -57,13 +58,11 @@ class MovingPattern(VideoStreamTrack):
 def count_keyframe_requests(sender: RTCRtpSender) -> Callable[[], int]:
     """Instrument a publisher's sender: how many PLI/FIR it received (keeps their effect)."""
     received = [0]
-    original = sender._send_keyframe
 
-    def send_keyframe() -> None:
+    def count() -> None:
         received[0] += 1
-        original()
 
-    sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+    aiortc_compat.on_keyframe_request(sender, count)
     return lambda: received[0]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from aiortc import RTCPeerConnection
 from aiortc.rtp import RtpPacket
 
+from orbridge.media import aiortc_compat
 from tests.media.conftest import Rig
 
 
@@ -35,7 +36,7 @@ def tap_rtp(pc: RTCPeerConnection, drop: set[int] | None = None) -> list[RtpPack
 
 
 def video_payload_types(pc: RTCPeerConnection) -> tuple[int, int | None]:
-    codecs = pc.getTransceivers()[0]._codecs
+    codecs = aiortc_compat.transceiver_codecs(pc.getTransceivers()[0])
     media = next(c.payloadType for c in codecs if c.mimeType.lower() != "video/rtx")
     rtx = next((c.payloadType for c in codecs if c.mimeType.lower() == "video/rtx"), None)
     return media, rtx

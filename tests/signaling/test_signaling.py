@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from typing import Any
 
 import jwt
 import pytest
@@ -45,6 +47,20 @@ async def test_join_snapshot_and_room_events(node: LiveNode) -> None:
     assert left == {"identity": "dr-wang", "reason": "disconnected"}
     presence = await node.node.presence.participants("or-1")
     assert [p.identity for p in presence] == ["dr-ma"]
+
+
+async def test_a_failing_join_hook_does_not_fail_the_join(
+    node: LiveNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(participant: Any) -> None:
+        raise RuntimeError("a capability failed")
+
+    node.node.namespace.join_hooks.insert(0, broken)
+    with caplog.at_level(logging.ERROR, "orbridge.signaling"):
+        client = await node.client("or-1", Role.EXPERT, identity="dr-wang")
+    assert client.snapshot is not None and client.snapshot["self"]["identity"] == "dr-wang"
+    assert "join hook failed for dr-wang" in caplog.text
+    assert "a capability failed" not in str(client.snapshot)
 
 
 async def test_rooms_do_not_hear_each_other(node: LiveNode) -> None:
