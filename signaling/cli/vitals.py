@@ -267,7 +267,8 @@ async def _run_socketio(args: argparse.Namespace, patient: SyntheticPatient, sta
 async def _run_hl7(args: argparse.Namespace, patient: SyntheticPatient, stats: _Stats,
                    done: asyncio.Future[tuple[int, str]],
                    session: dict[str, Any]) -> None:  # fmt: skip
-    from orbridge.signaling.ingest.mllp import MllpClient, ack_fields, build_oru
+    from orbridge.signaling.cli.hl7_sender import MllpClient, build_oru
+    from orbridge.signaling.ingest.ack import ack_fields
 
     def finish(code: int, reason: str) -> None:
         if not done.done():

@@ -15,14 +15,10 @@ from orbridge.rooms import tokens
 from orbridge.rooms.roles import Role
 from orbridge.signaling.app import create_app
 from orbridge.signaling.cli.client import RoomClient
+from orbridge.signaling.ingest.fhir import FhirError, parse_observations
 from orbridge.signaling.node import NODE
 from orbridge.signaling.settings import Settings
-from orbridge.signaling.web.fhir import (
-    MAX_BODY_BYTES,
-    FhirError,
-    add_fhir_routes,
-    parse_observations,
-)
+from orbridge.signaling.web.fhir import MAX_BODY_BYTES, add_fhir_routes
 from tests.support import SECRET, free_port
 
 API_KEY = "fhir-gateway-key-0123456789"

@@ -21,23 +21,18 @@ from orbridge.rooms.vitals.model import (
     numeric_kind,
     waveform_kind,
 )
+from orbridge.signaling.cli.hl7_sender import MllpClient, build_oru, send_oru
+from orbridge.signaling.ingest.ack import ack_fields, build_ack
+from orbridge.signaling.ingest.hl7 import Hl7Error, format_dtm, parse_dtm
 from orbridge.signaling.ingest.mllp import (
     FS,
     VT,
-    Hl7Error,
-    MllpClient,
     MllpListener,
-    ack_fields,
-    build_ack,
-    build_oru,
-    format_dtm,
     parse_binding,
     parse_bindings,
-    parse_dtm,
-    parse_oru,
     read_frame,
-    send_oru,
 )
+from orbridge.signaling.ingest.oru import parse_oru
 
 MONITOR = "00A037EB0A2F0011"  # an EUI-64, as PCD-01 monitors put in OBX-18
 BINDINGS = {MONITOR.lower(): "or-2", "VITALSGW": "or-7", "SIM-1": "or-1"}  # case differs
