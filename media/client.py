@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.exceptions import InvalidStateError
 from aiortc.mediastreams import MediaStreamTrack
 
 from orbridge.media.codecs import prefer_codec
@@ -64,6 +65,7 @@ class MediaClient:
         self.tracks: dict[str, dict[str, Any]] = {}  # mid -> track info of the last offer
         self._on_track: OnTrack | None = None
         self.offers_answered = 0
+        self.closed = False
         self._tasks = Tasks("media client", log)
 
     def _new_pc(self) -> RTCPeerConnection:
@@ -104,15 +106,22 @@ class MediaClient:
         return list(answer["tracks"])
 
     async def _on_offer(self, data: dict[str, Any]) -> None:
+        if self.closed:  # an offer the server sent while this client was leaving
+            return
         pc = self.subscriber
         if pc is None:
             pc = self.subscriber = self._new_pc()
             pc.on("track", self._track_arrived)
         self.tracks = {t["mid"]: t["track"] for t in data["tracks"]}
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="offer"))
-        if self.before_answer is not None:
-            self.before_answer(pc)
-        await pc.setLocalDescription(await pc.createAnswer())
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="offer"))
+            if self.before_answer is not None:
+                self.before_answer(pc)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except InvalidStateError:
+            if self.closed or pc.signalingState == "closed":
+                return  # closed by `close()` while this offer was being applied
+            raise
         await self.room.request("subscriber_answer", {"sdp": pc.localDescription.sdp})
         self.offers_answered += 1
 
@@ -127,6 +136,7 @@ class MediaClient:
                 self._tasks.spawn(result, name=f"on_track:{mid}")
 
     async def close(self) -> None:
+        self.closed = True
         for pc in (self.publisher, self.subscriber):
             if pc is not None:
                 await pc.close()

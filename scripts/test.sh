@@ -6,4 +6,9 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh --system --test
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-exec .venv/bin/python -m pytest "$@"
+# One pass, in asyncio's debug mode, with never-awaited coroutines and unraisable errors as
+# failures (tests/conftest.py also fails a test whose background task lost an exception),
+# and a coverage report at the end. Every test has a 300 s timeout (pyproject.toml).
+export PYTHONASYNCIODEBUG=1
+exec .venv/bin/python -m pytest -W error::RuntimeWarning \
+  -W error::pytest.PytestUnraisableExceptionWarning --cov --cov-report=term "$@"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -14,6 +15,17 @@ from orbridge.signaling.cli.client import RoomClient
 from orbridge.signaling.node import NODE, Node
 from orbridge.signaling.settings import Settings
 from tests.support import SECRET, free_port, redis_server
+
+
+@pytest.fixture(autouse=True)
+def no_lost_task_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """A background task's exception nobody retrieved, or a failing loop callback, fails the
+    test that caused it (asyncio only logs them)."""
+    yield
+    lost = [r for r in caplog.get_records("call")
+            if r.name == "asyncio" and r.levelno >= logging.ERROR]  # fmt: skip
+    if lost:
+        pytest.fail("asyncio reported errors:\n" + "\n".join(r.getMessage() for r in lost))
 
 
 @pytest.fixture(scope="session")

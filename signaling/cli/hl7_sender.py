@@ -17,7 +17,7 @@ from typing import Literal
 import hl7.mllp
 
 from orbridge.rooms.vitals.model import NUMERICS, WAVEFORMS, Numeric, Waveform
-from orbridge.signaling.ingest.hl7 import DEFAULT_DELIMS, _decode, format_dtm
+from orbridge.signaling.ingest.hl7_codec import DEFAULT_DELIMS, _decode, format_dtm
 from orbridge.signaling.ingest.mllp import MAX_MESSAGE_BYTES, FrameError, read_frame
 from orbridge.signaling.ingest.oru import _MDC_UNIT_NAMES, MDC_NAMES
 

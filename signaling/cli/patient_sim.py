@@ -25,7 +25,7 @@ use this model (numpy only, written from the physiology):
   compensating tachycardia and a weaker pleth). With `repeat` the event comes back every cycle.
 
 Determinism: the same seed and the same sequence of `step` sizes give identical output.
-Cost: a 40 ms step at 500 Hz is a few dozen small numpy operations (see `bench`).
+Cost: a 40 ms step at 500 Hz is a few dozen small numpy operations (`benchmarks/patient_sim.py`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ __all__ = [
     "PatientStep",
     "SimBatch",
     "SyntheticPatient",
-    "bench",
 ]
 
 PLETH_RATE_HZ = 125.0  # every ECG rate we accept (125-1000 Hz) is a multiple of it
@@ -445,18 +444,3 @@ class SyntheticPatient:
                 for k, v, t in events
             ]
             yield SimBatch(self.t_s, waves, nums)
-
-
-def bench(seconds: float = 60.0, rate_hz: float = 500, batch_ms: float = 40.0) -> float:
-    """CPU seconds per simulated second, generating validated 40 ms batches."""
-    patient = SyntheticPatient(rate_hz, "normal", seed=1)
-    it = patient.batches(batch_ms)
-    start = time.process_time()
-    while patient.t_s < seconds:
-        next(it)
-    return (time.process_time() - start) / seconds
-
-
-if __name__ == "__main__":  # python -m signaling.cli.main.patient_sim: the CPU cost
-    cost = bench()
-    print(f"{cost * 100:.2f} % of a core for 500 Hz ECG + 125 Hz pleth in 40 ms batches")

@@ -14,7 +14,7 @@ import re
 import time
 import uuid
 
-from orbridge.signaling.ingest.hl7 import (
+from orbridge.signaling.ingest.hl7_codec import (
     DEFAULT_DELIMS,
     E_APPLICATION,
     E_DATA_TYPE,

@@ -23,7 +23,13 @@ import hl7.mllp
 from orbridge.rooms.errors import DomainError
 from orbridge.rooms.vitals.model import VitalsBatch
 from orbridge.signaling.ingest.ack import build_ack
-from orbridge.signaling.ingest.hl7 import E_APPLICATION, E_UNKNOWN_KEY, AckCode, Hl7Error, _decode
+from orbridge.signaling.ingest.hl7_codec import (
+    E_APPLICATION,
+    E_UNKNOWN_KEY,
+    AckCode,
+    Hl7Error,
+    _decode,
+)
 from orbridge.signaling.ingest.oru import ParsedOru, parse_oru
 
 __all__ = [

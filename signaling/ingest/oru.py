@@ -50,7 +50,7 @@ from orbridge.rooms.vitals.model import (
     numeric_kind,
     waveform_kind,
 )
-from orbridge.signaling.ingest.hl7 import (
+from orbridge.signaling.ingest.hl7_codec import (
     E_APPLICATION,
     E_DATA_TYPE,
     E_EVENT,

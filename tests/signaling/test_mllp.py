@@ -23,7 +23,7 @@ from orbridge.rooms.vitals.model import (
 )
 from orbridge.signaling.cli.hl7_sender import MllpClient, build_oru, send_oru
 from orbridge.signaling.ingest.ack import ack_fields, build_ack
-from orbridge.signaling.ingest.hl7 import Hl7Error, format_dtm, parse_dtm
+from orbridge.signaling.ingest.hl7_codec import Hl7Error, format_dtm, parse_dtm
 from orbridge.signaling.ingest.mllp import (
     FS,
     VT,
