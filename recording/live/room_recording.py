@@ -55,6 +55,18 @@ def error_code(exc: BaseException) -> str:
     return "write_failed"
 
 
+# What clients and the manifest are told: no file name, path or exception text (the log has them).
+ERROR_MESSAGES = {
+    "disk_full": "the recording disk is full",
+    "permission_denied": "the server may not write to the recording folder",
+    "write_failed": "the recording could not be written",
+}
+
+
+def public_message(part: str, code: str) -> str:
+    return f"{part}: {ERROR_MESSAGES.get(code, ERROR_MESSAGES['write_failed'])}"
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -239,7 +251,7 @@ class RoomRecording:
         try:
             await asyncio.to_thread(_write_atomic, self.directory / MANIFEST, text)
         except OSError as exc:
-            self._report(error_code(exc), f"manifest: {exc}")
+            self._report(error_code(exc), "manifest", exc)
 
     async def _tick(self) -> None:
         while True:
@@ -249,14 +261,15 @@ class RoomRecording:
     # -- errors ----------------------------------------------------------------------------
 
     def _writer_failed(self, key: str, exc: BaseException) -> None:
-        self._report(error_code(exc), f"{key}: {exc}")
+        self._report(error_code(exc), key, exc)
         self.save_soon()
 
     def _log_failed(self, exc: BaseException) -> None:
-        self._report(error_code(exc), f"event log: {exc}")
+        self._report(error_code(exc), "event log", exc)
 
-    def _report(self, code: str, message: str) -> None:
-        logger.error("recording %s: %s: %s", self.id, code, message)
+    def _report(self, code: str, part: str, exc: BaseException) -> None:
+        logger.error("recording %s: %s: %s: %s", self.id, code, part, exc)
+        message = public_message(part, code)
         first = code not in self._error_codes
         self._error_codes.add(code)
         if first:  # once per cause: a full disk fails every writer, one after the other

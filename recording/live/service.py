@@ -21,7 +21,7 @@ from typing import Any
 
 from orbridge.media.router import PublishedTrack
 from orbridge.recording.library.store import RecordingStore
-from orbridge.recording.live.room_recording import RoomRecording, error_code, now_ms
+from orbridge.recording.live.room_recording import RoomRecording, error_code, now_ms, public_message
 from orbridge.recording.manifest import Consent, Manifest, Segment, new_recording_id
 from orbridge.rooms.errors import DomainError
 from orbridge.rooms.tasks import Tasks
@@ -110,10 +110,10 @@ class RecordingService:
         try:
             await recording.open()
         except OSError as exc:
-            self._count_error(error_code(exc))
-            raise DomainError(
-                "recording_failed", f"cannot record to {self.directory}: {exc.strerror or exc}"
-            ) from exc
+            code = error_code(exc)
+            self._count_error(code)
+            logger.error("recording of room %s could not start: %s", room, exc)
+            raise DomainError("recording_failed", public_message("start", code)) from exc
         self.active[room] = recording
         self.counts["started"] += 1
         recording.log("recording_started", started, id=manifest.id, by=request.by["identity"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,7 @@ async def test_disk_full_is_reported_and_nothing_else_breaks(node: LiveNode) -> 
     _, surgeon = await publish_or(node)
     error = await moderator.next_event("recording_error", wait=10)
     assert error["code"] == "disk_full" and error["id"] == started["id"]
+    assert error["message"] == "laparoscope-dr-ma: the recording disk is full"  # no path, no errno
     # the room goes on: the expert keeps receiving video
     seen = expert.frames
     await until(lambda: expert.frames > seen + 30)
@@ -234,6 +236,7 @@ async def test_disk_full_is_reported_and_nothing_else_breaks(node: LiveNode) -> 
     assert 'orbridge_recording_errors_total{code="disk_full"} 1.0' in metrics
     stopped = await moderator.request("stop_recording", {})
     assert [e["code"] for e in stopped["errors"]] == ["disk_full"]
+    assert "/" not in json.dumps(stopped["errors"])
     manifest = node.node.recordings.store.load(started["id"])
     assert manifest.tracks[0].segments[0].error is not None
     await surgeon.close()
@@ -250,6 +253,7 @@ async def test_unwritable_recordings_directory_refuses_to_start(
     with pytest.raises(ProtocolError) as err:
         await moderator.request("start_recording", {"consent": "written"})
     assert err.value.code == "recording_failed"
+    assert str(tmp_path) not in str(err.value) and "not-a-directory" not in str(err.value)
     assert node.node.recordings.recording("or-1") is None
     assert await moderator.request("snapshot")  # the connection is fine
 
