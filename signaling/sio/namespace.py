@@ -30,6 +30,18 @@ from orbridge.signaling.sio.gate import Ack, EventSpec, fail, ok, parse
 log = logging.getLogger("orbridge.signaling")
 
 
+# Life-cycle names of Socket.IO and Engine.IO (server and client side). As event names sent by a
+# client they would reach `trigger_event` exactly like the real life-cycle calls, so they are
+# refused, whatever their payload (docs/protocol.md, "Reserved event names").
+RESERVED_EVENTS = frozenset({
+    "connect", "connect_error", "disconnect", "disconnecting",
+    "newListener", "removeListener",
+    "open", "close", "error", "message", "ping", "pong", "upgrade", "upgradeError",
+    "packet", "packetCreate", "flush", "drain", "heartbeat", "reconnect", "reconnect_attempt",
+    "reconnect_error", "reconnect_failed",
+})  # fmt: skip
+
+
 def sio_room(room: str) -> str:
     """The Socket.IO room of a consultation room (kept apart from sids and other rooms)."""
     return f"room:{room}"
@@ -90,14 +102,24 @@ class RoomNamespace(socketio.AsyncNamespace):
 
     # dispatch -------------------------------------------------------------------
     async def trigger_event(self, event: str, *args: Any) -> Any:
-        if event == "connect":
-            sid, environ, auth = (*args, None, None)[:3]
+        # python-socketio calls this for the life cycle and for every client EVENT packet alike.
+        # It dispatches a client's events only while the connection is fully connected, and
+        # calls connect and disconnect only while it is not (pending), so that state tells them
+        # apart: a client cannot replay `connect` with another token or fake a `disconnect`.
+        sid = args[0] if args else ""
+        lifecycle = not self.server.manager.is_connected(sid, self.namespace)
+        if event == "connect" and lifecycle and sid not in self.claims:
+            environ, auth = (*args[1:], None, None)[:2]
             return await self._connect(sid, environ, auth)
-        if event == "disconnect":
+        if event == "disconnect" and lifecycle:
             reason = args[1] if len(args) > 1 else "unknown"
-            return await self._disconnect(args[0], reason)
-        sid, payload = args[0], args[1:]
-        return await self._dispatch(str(event), sid, payload)
+            return await self._disconnect(sid, reason)
+        if event in RESERVED_EVENTS:
+            self.metrics.events.labels("unknown").inc()
+            self.metrics.errors.labels("unknown_event").inc()
+            log.warning("refused a client event with the reserved name %r from %s", event, sid)
+            return fail("unknown_event", f"{event!r} is a reserved name, not an event")
+        return await self._dispatch(str(event), sid, args[1:])
 
     async def _dispatch(self, event: str, sid: str, payload: tuple[Any, ...]) -> Ack:
         spec = self.events.get(event)
