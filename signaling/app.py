@@ -55,7 +55,8 @@ def build_presence(settings: Settings) -> PresenceStore:
 def build_bus(settings: Settings, kind: str) -> RoomBus:
     """The room bus for one kind of message: in process, or a Redis channel for a cluster."""
     if settings.redis_url:
-        return RedisBus(settings.redis_url, f"{settings.redis_prefix}{kind}")
+        # a stream key of its own, apart from presence keys such as `{prefix}rooms`
+        return RedisBus(settings.redis_url, f"{settings.redis_prefix}bus:{kind}")
     return LocalBus()
 
 

@@ -41,6 +41,53 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+class RedisProcess:
+    """A real redis-server on a fixed loopback port that a test can stop and start again
+    (an outage), or freeze with SIGSTOP (a hung server)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(
+                "redis-server is not installed and ORBRIDGE_TEST_REDIS_URL is not set: "
+                "run scripts/test.sh (it installs redis-server) or point the tests at a Redis"
+            )
+        self.binary = binary
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisProcess:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        if not wait_until(lambda: _tcp_open(self.port), 10):
+            self.stop()
+            raise RuntimeError("redis-server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGCONT)  # a frozen server cannot terminate
+                self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def freeze(self, frozen: bool = True) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
+
+    def __enter__(self) -> RedisProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
     """Our own redis-server on a free loopback port, or ORBRIDGE_TEST_REDIS_URL.
@@ -51,26 +98,8 @@ def redis_server() -> Iterator[str]:
     if configured:
         yield configured
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError(
-            "redis-server is not installed and ORBRIDGE_TEST_REDIS_URL is not set: "
-            "run scripts/test.sh (it installs redis-server) or point the tests at a Redis"
-        )
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        up = wait_until(lambda: _tcp_open(port), 10)
-        if not up:
-            raise RuntimeError("redis-server did not start")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with RedisProcess() as server:
+        yield server.url
 
 
 def _tcp_open(port: int) -> bool:

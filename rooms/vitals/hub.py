@@ -15,7 +15,7 @@ from typing import Any
 
 from orbridge.rooms.bus import Deliver, RoomBus
 from orbridge.rooms.errors import DomainError
-from orbridge.rooms.room import RoomRegistry
+from orbridge.rooms.room import RoomRegistry, now_ms
 from orbridge.rooms.vitals.alarms import Alarm, Limit
 from orbridge.rooms.vitals.model import VitalsBatch
 from orbridge.rooms.vitals.state import RoomVitals
@@ -42,7 +42,17 @@ class VitalsHub:
         self.counts = {"batches": 0, "numerics": 0, "waveforms": 0, "alarms_raised": 0}
 
     async def start(self) -> None:
+        self.bus.on_resync.append(self.resend_alarms)
         await self.bus.start(self._receive)
+
+    async def resend_alarms(self) -> None:
+        """After a bus outage: every active alarm this node knows, to every node again."""
+        t = now_ms()
+        for room in list(self.rooms.rooms.values()):
+            for alarm in list(room.vitals.alarms.active.values()):
+                await self.bus.publish({"type": "alarm_raised", "room": room.name, "t": t,
+                                        "alarm": alarm.public(), "resent": True},
+                                       sticky=True)  # fmt: skip
 
     async def close(self) -> None:
         await self.bus.close()
@@ -70,8 +80,9 @@ class VitalsHub:
                 self.counts["alarms_raised"] += 1
                 log.warning("alarm in %s: %s %s %s", batch.room, alarm.kind, alarm.condition,
                             alarm.value)  # fmt: skip
+            # Delivered on this node at once, to the others as soon as the bus can (never dropped).
             await self.bus.publish({"type": f"alarm_{what}", "room": batch.room, "t": t,
-                                    "alarm": alarm.public()})  # fmt: skip
+                                    "alarm": alarm.public()}, sticky=True)  # fmt: skip
         return {
             "numerics": len(batch.numerics),
             "waveforms": len(batch.waveforms),
@@ -95,12 +106,25 @@ class VitalsHub:
             for numeric in message["batch"]["numerics"]:
                 vitals.latest[numeric["kind"]] = numeric
         elif kind in ("alarm_raised", "alarm_cleared"):
-            # Keep every node's alarm state in step, whichever node evaluated it.
+            # Keep every node's alarm state in step, whichever node evaluated it; idempotent by
+            # id, so an alarm sent again after an outage reaches listeners once.
             alarm = _alarm(message["alarm"])
+            key = (alarm.kind, alarm.condition)
             if kind == "alarm_raised":
-                vitals.alarms.active[(alarm.kind, alarm.condition)] = alarm
+                if alarm.id in vitals.announced:
+                    return
+                current = vitals.alarms.active.get(key)
+                if current is not None and current.id != alarm.id and message.get("resent"):
+                    return  # an older alarm of the same kind, superseded here meanwhile
+                vitals.alarms.active[key] = alarm
+                vitals.announced.add(alarm.id)
             else:
-                vitals.alarms.active.pop((alarm.kind, alarm.condition), None)
+                current = vitals.alarms.active.get(key)
+                if current is not None and current.id == alarm.id:
+                    del vitals.alarms.active[key]
+                elif alarm.id not in vitals.announced:
+                    return  # never raised here, or cleared already
+                vitals.announced.discard(alarm.id)
         elif kind == "limits":
             vitals.alarms.limits = {k: Limit(**v) for k, v in message["limits"].items()}
         for listener in self.listeners:

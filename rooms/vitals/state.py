@@ -12,6 +12,9 @@ class RoomVitals:
         self.room = room
         self.latest: dict[str, dict[str, Any]] = {}  # kind -> the latest numeric (public form)
         self.alarms = AlarmEngine(room)
+        # Alarm ids this node has handed to its listeners: an alarm sent again after a bus
+        # outage is not announced twice.
+        self.announced: set[str] = set()
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -24,3 +27,4 @@ class RoomVitals:
         """Forget this patient: numerics, active alarms, and limits back to the defaults."""
         self.latest.clear()
         self.alarms = AlarmEngine(self.room)
+        self.announced.clear()
