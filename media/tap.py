@@ -7,10 +7,10 @@ time, replaced once by :func:`install_tap` and restored by :func:`uninstall_tap`
 * ``aiortc.rtcrtpreceiver.get_decoder``: called by the receiver's decoder thread for each
   codec. In pass-through mode it returns :class:`PassthroughDecoder`, whose ``decode()`` turns
   the jitter buffer's complete encoded frame into one ``av.Packet`` (pts/dts = RTP timestamp
-  relative to the first frame, ``time_base`` = 1/clockRate, ``is_keyframe`` detected). The
-  receiver's thread then hands those packets to the remote track unchanged. Audio (Opus) is
-  passed through the same way, every packet flagged as a keyframe (each Opus packet decodes
-  on its own).
+  relative to the first frame, ``time_base`` = 1/clockRate, ``is_keyframe`` detected by
+  :mod:`media.bitstream`). The receiver's thread then hands those packets to the remote track
+  unchanged. Audio (Opus) is passed through the same way, every packet flagged as a keyframe
+  (each Opus packet decodes on its own).
 * ``aiortc.rtcrtpreceiver.decoder_worker``: the thread body is wrapped only to learn *which*
   receiver it serves. ``get_decoder(codec)`` gets no receiver, so the wrapper looks up the
   mode registered for the track queue it feeds and stores it in a thread-local.
@@ -47,6 +47,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from orbridge.media import aiortc_compat as compat
 from orbridge.media.aiortc_compat import Encoder, JitterFrame, convert_timebase
+from orbridge.media.bitstream import h264_is_keyframe, vp8_is_keyframe
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +58,12 @@ __all__ = [
     "PassthroughDecoder",
     "TapMode",
     "TapStats",
-    "h264_is_keyframe",
     "install_tap",
     "is_installed",
     "set_receive_mode",
     "stats",
     "uninstall_tap",
-    "vp8_frame_size",
-    "vp8_is_keyframe",
 ]
-
-H264_NAL_IDR = 5
-_START_CODE = b"\x00\x00\x01"
 
 
 @dataclass
@@ -94,41 +89,6 @@ stats = TapStats()
 
 
 # --- keyframe detection ------------------------------------------------------------------
-
-
-def vp8_is_keyframe(data: bytes) -> bool:
-    """VP8 frame tag (RFC 6386 section 9.1): bit 0 of the first byte is 0 for a keyframe."""
-    return len(data) > 0 and not data[0] & 0x01
-
-
-def vp8_frame_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a VP8 keyframe header, or None for an interframe/garbage.
-
-    Recorders need it to open a WebM stream without decoding.
-    """
-    if len(data) < 10 or not vp8_is_keyframe(data) or data[3:6] != b"\x9d\x01\x2a":
-        return None
-    width = int.from_bytes(data[6:8], "little") & 0x3FFF
-    height = int.from_bytes(data[8:10], "little") & 0x3FFF
-    return width, height
-
-
-def h264_is_keyframe(data: bytes) -> bool:
-    """True when an Annex-B access unit holds an IDR slice (NAL type 5).
-
-    aiortc's H.264 depayloader emits ``00 00 00 01`` before every NAL (single, STAP-A parts,
-    first FU-A fragment); 3-byte start codes are accepted too. Emulation prevention guarantees
-    ``00 00 01`` never occurs inside a NAL, so ``bytes.find`` (C speed) is exact.
-    """
-    pos = data.find(_START_CODE)
-    while pos != -1:
-        header = pos + 3
-        if header >= len(data):
-            return False
-        if data[header] & 0x1F == H264_NAL_IDR:
-            return True
-        pos = data.find(_START_CODE, header)
-    return False
 
 
 def _always_keyframe(data: bytes) -> bool:

@@ -40,8 +40,8 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamT
 from av.video.frame import PictureType
 
 from orbridge.media import aiortc_compat
+from orbridge.media.bitstream import h264_is_keyframe, vp8_is_keyframe
 from orbridge.media.sim.scene import SyntheticScene
-from orbridge.media.tap import h264_is_keyframe, vp8_is_keyframe
 
 __all__ = [
     "VIDEO_TIME_BASE",

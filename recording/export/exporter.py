@@ -3,35 +3,36 @@
 :func:`export_recording` is synchronous and self-contained (run it in a thread or a process,
 never on the event loop): it loads the manifest through
 :class:`~recording.library.store.RecordingStore`
-(path-safe), decodes the main video track's segments in timeline order with PyAV, and for each
-frame:
+(path-safe), decodes the main video track's segments in timeline order with PyAV
+(:mod:`recording.export.video`), and for each frame:
 
 1. de-identifies (``deidentify``): masks the configured regions, then blurs the frame if the
    out-of-body detector says so (:mod:`recording.export.deidentify`);
-2. burns in (``burn_in``) the annotations visible at the frame's media time, placed to the
-   frame by ``frame.source_ts`` (else by arrival ``t``), and a vitals strip under the picture
-   (:mod:`recording.export.render`), looked up at the frame's timeline instant;
-3. encodes it with libx264 (yuv420p, even size, CRF) at the source's timestamps.
+2. burns in (``burn_in``) the annotations visible at the frame's media time (placed to the
+   frame by ``frame.source_ts``, else by arrival ``t``: :mod:`recording.export.schedule`) and a
+   vitals strip under the picture (:mod:`recording.export.render`), looked up at the frame's
+   timeline instant;
+3. encodes it with libx264 (yuv420p, even size, CRF) at the source's timestamps
+   (:mod:`recording.export.video`).
 
-The MP4 is written next to its target and renamed into place when complete; a JSON report goes
-to ``<output>.report.json``. See docs/recording.md, "Export".
+This module is the pipeline that ties those together, and its inputs, errors and report. The MP4
+is written next to its target and renamed into place when complete; a JSON report goes to
+``<output>.report.json``; ``progress`` (:mod:`recording.export.progress`) hears of every frame.
+See docs/recording.md, "Export".
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import fractions
 import json
 import math
 import os
-import sys
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import av
 import cv2
@@ -49,35 +50,19 @@ from orbridge.recording.export.deidentify import (
     mask_regions,
     region_pixels,
 )
+from orbridge.recording.export.progress import Progress
 from orbridge.recording.export.render import (
-    POINTER_FADE_MS,
     VitalsTimeline,
     draw_annotation,
     draw_vitals_strip,
     vitals_strip_height,
 )
+from orbridge.recording.export.schedule import Schedule, schedule_annotations
+from orbridge.recording.export.video import Encoder, decode, even, fit, probe
 from orbridge.recording.library.store import RecordingNotFound, RecordingStore
 from orbridge.recording.manifest import Manifest, Segment
-from orbridge.rooms.annotations.model import MAX_OVERLAY
 
-__all__ = [
-    "ExportError",
-    "ExportInputError",
-    "ExportOptions",
-    "ExportResult",
-    "ProgressBar",
-    "Schedule",
-    "Shown",
-    "export_recording",
-    "schedule_annotations",
-]
-
-Progress = Callable[[int, int], None]
-"""``progress(frames done, frames expected)``; the total is an estimate from the manifest."""
-
-_TB = fractions.Fraction(1, 90000)
-FRAME_EPSILON_S = 0.002
-"""Timestamps in WebM/Matroska are whole milliseconds: a frame 0.5 ms early is that frame."""
+__all__ = ["ExportError", "ExportInputError", "ExportOptions", "ExportResult", "export_recording"]
 
 
 class ExportError(RuntimeError):
@@ -128,177 +113,6 @@ class ExportResult:
         return "\n".join(lines)
 
 
-# --- annotations on a segment's media time -------------------------------------------------
-
-
-@dataclass
-class Shown:
-    """One annotation on one segment: shown for media times in ``[start, end)`` (seconds)."""
-
-    annotation: dict[str, Any]
-    start: float
-    end: float
-    order: int
-    pointer: bool = False
-
-
-def _start_of(annotation: Mapping[str, Any], t: float, segment: Segment) -> float:
-    """File position where an annotation appears: its frame if known, else its arrival."""
-    frame = annotation.get("frame")
-    if isinstance(frame, Mapping):
-        source_ts = frame.get("source_ts")
-        if isinstance(source_ts, int) and not isinstance(source_ts, bool):
-            media = segment.media_time_of_ts(source_ts)
-            if media is not None:
-                return media
-    return segment.media_time(t)
-
-
-def schedule_annotations(events: Iterable[Mapping[str, Any]], segment: Segment) -> list[Shown]:
-    """When each annotation of ``segment``'s track shows, replaying the room's overlay.
-
-    As the live overlay: an annotation stays until an ``annotation_removed`` names it, a newer
-    annotation with the same id replaces it, the room keeps at most ``MAX_OVERLAY`` (oldest
-    evicted), and a pointer lasts ``POINTER_FADE_MS`` or until its author's next pointer.
-    """
-    shown: list[Shown] = []
-    kept: OrderedDict[str, Shown | None] = OrderedDict()  # the room's overlay, any track
-    pointers: dict[str, Shown] = {}
-    fade = POINTER_FADE_MS / 1000
-
-    def close(item: Shown | None, t: float) -> None:
-        if item is not None:
-            item.end = max(item.start, min(item.end, segment.media_time(t)))
-
-    for event in events:
-        kind, t = event.get("type"), float(event["t"])
-        if kind == "annotation" and isinstance(event.get("annotation"), Mapping):
-            annotation = dict(event["annotation"])
-            if not isinstance(annotation.get("points"), list):
-                continue
-            mine = annotation.get("track_id") == segment.track_id
-            item = None
-            if mine:
-                start = _start_of(annotation, t, segment)
-                pointer = annotation.get("type") == "pointer"
-                item = Shown(annotation, start, math.inf, len(shown), pointer)
-                shown.append(item)
-            if annotation.get("type") == "pointer":
-                # As live: an author's newer pointer replaces the older one, on any track.
-                author = str(annotation.get("author") or "")
-                previous = pointers.pop(author, None)
-                if previous is not None:
-                    cut = item.start if item is not None else segment.media_time(t)
-                    previous.end = max(previous.start, min(previous.end, cut))
-                if item is not None:
-                    item.end = item.start + fade
-                    pointers[author] = item
-                continue
-            annotation_id = str(annotation.get("id") or "")
-            if annotation_id in kept:
-                replaced = kept.pop(annotation_id)
-                if replaced is not None:
-                    replaced.end = max(
-                        replaced.start,
-                        min(replaced.end, item.start if item else segment.media_time(t)),
-                    )
-            kept[annotation_id] = item
-            while len(kept) > MAX_OVERLAY:
-                close(kept.popitem(last=False)[1], t)
-        elif kind == "annotation_removed":
-            for annotation_id in event.get("ids") or []:
-                if isinstance(annotation_id, str) and annotation_id in kept:
-                    close(kept.pop(annotation_id), t)
-    return [s for s in shown if s.end > s.start]
-
-
-class Schedule:
-    """Visible annotations at increasing media times (a cursor; going back restarts it).
-
-    A frame at media time ``m`` shows what starts at or before ``m + tolerance`` and ends
-    after ``m``; the tolerance absorbs the container's millisecond rounding of timestamps
-    (replay-events.js uses the same 2 ms).
-    """
-
-    def __init__(self, shown: Sequence[Shown], tolerance: float = FRAME_EPSILON_S) -> None:
-        self._items = sorted(shown, key=lambda s: s.start)
-        self._starts = [s.start for s in self._items]
-        self.tolerance = tolerance
-        self._reset()
-        self.drawn: dict[str, str] = {}  # id -> type, of everything drawn at least once
-
-    def _reset(self) -> None:
-        self._cursor = 0
-        self._active: list[Shown] = []
-        self._last = -math.inf
-
-    def at(self, media_s: float) -> list[tuple[dict[str, Any], float]]:
-        """``(annotation, alpha)`` to draw at ``media_s``, oldest first, pointers last."""
-        if media_s < self._last:
-            self._reset()
-        self._last = media_s
-        end = bisect.bisect_right(self._starts, media_s + self.tolerance)
-        if end > self._cursor:
-            self._active.extend(self._items[self._cursor : end])
-            self._active.sort(key=lambda s: (s.pointer, s.order))
-            self._cursor = end
-        self._active = [s for s in self._active if s.end > media_s]
-        out = []
-        for item in self._active:
-            alpha = 1.0
-            if item.pointer:
-                alpha = max(0.0, min(1.0, 1.0 - (media_s - item.start) * 1000 / POINTER_FADE_MS))
-            if alpha > 0.0:
-                out.append((item.annotation, alpha))
-                key = str(item.annotation.get("id") or f"#{item.order}")
-                self.drawn.setdefault(key, str(item.annotation.get("type")))
-        return out
-
-
-# --- progress ------------------------------------------------------------------------------
-
-
-class ProgressBar:
-    """``progress`` callback drawing on a stream: in place on a TTY, else a line every 10 %."""
-
-    def __init__(self, stream: IO[str] | None = None, label: str = "export") -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.label = label
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._started = time.monotonic()
-        self._last_draw = 0.0
-        self._last_step = -1
-        self._drawn = False
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        fraction = min(1.0, done / total) if total > 0 else 0.0
-        rate = done / max(now - self._started, 1e-6)
-        if self.tty:
-            if now - self._last_draw < 0.1 and done < total:
-                return
-            self._last_draw = now
-            filled = round(30 * fraction)
-            eta = (total - done) / rate if rate > 0 and total > done else 0.0
-            self.stream.write(
-                f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {100 * fraction:3.0f}% "
-                f"{done}/{total} frames {rate:5.1f} fps ETA {eta:4.0f} s "
-            )
-            self._drawn = True
-        else:
-            step = int(fraction * 10)
-            if step <= self._last_step:
-                return
-            self._last_step = step
-            self.stream.write(f"{self.label}: {10 * step}% ({done}/{total} frames, {rate:.0f}/s)\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty and self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 # --- the pipeline --------------------------------------------------------------------------
 
 
@@ -314,79 +128,6 @@ class _Item:
     duration: float | None
 
 
-class _Encoder:
-    """libx264 into MP4; holds one frame back so each packet gets its true duration."""
-
-    def __init__(
-        self, path: Path, width: int, height: int, rate: fractions.Fraction, options: ExportOptions
-    ) -> None:
-        self.container = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
-        self.stream = self.container.add_stream("libx264", rate=rate)
-        self.stream.width, self.stream.height = width, height
-        self.stream.pix_fmt = "yuv420p"
-        self.stream.codec_context.time_base = _TB
-        self.stream.options = {"crf": str(options.crf), "preset": options.preset}
-        self._held: tuple[np.ndarray, int] | None = None
-        self._durations: dict[int, int] = {}
-        self.frames = 0
-        self.end_pts = 0
-        self.default_ticks = max(1, round(90000 / float(rate)))
-
-    def add(self, image: np.ndarray, out_s: float) -> None:
-        pts = round(out_s * 90000)
-        if self._held is not None:
-            pts = max(pts, self._held[1] + 1)  # strictly increasing, whatever the source says
-            self._encode(*self._held, pts - self._held[1])
-        self._held = (image, pts)
-
-    def _encode(self, image: np.ndarray, pts: int, ticks: int) -> None:
-        frame = av.VideoFrame.from_ndarray(
-            cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), format="yuv420p"
-        )
-        frame.pts, frame.time_base = pts, _TB
-        self._durations[pts] = ticks
-        self.end_pts = pts + ticks
-        self.frames += 1
-        self._mux(self.stream.encode(frame))
-
-    def _mux(self, packets: list[av.Packet]) -> None:
-        for packet in packets:
-            if packet.pts is not None:
-                packet.duration = self._durations.pop(packet.pts, self.default_ticks)
-            self.container.mux(packet)
-
-    def finish(self, last_duration: float | None) -> None:
-        if self._held is not None:
-            ticks = round((last_duration or 0) * 90000) or self.default_ticks
-            self._encode(*self._held, max(1, ticks))
-            self._held = None
-        self._mux(self.stream.encode(None))
-        self.container.close()
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self.container.close()
-
-
-def _even(value: int) -> int:
-    return value + value % 2
-
-
-def _fit(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``image`` in a ``width`` x ``height`` picture: as is, padded to even, or letterboxed."""
-    h, w = image.shape[:2]
-    if (w, h) == (width, height):
-        return image
-    if w <= width and h <= height and width - w <= 1 and height - h <= 1:
-        return cv2.copyMakeBorder(image, 0, height - h, 0, width - w, cv2.BORDER_CONSTANT, 0)
-    scale = min(width / w, height / h)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    out = np.zeros((height, width, 3), np.uint8)
-    x0, y0 = (width - nw) // 2, (height - nh) // 2
-    out[y0 : y0 + nh, x0 : x0 + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
-    return out
-
-
 def _segments(manifest: Manifest) -> tuple[str, list[Segment]]:
     track = manifest.main_video()
     if track is None:
@@ -394,45 +135,6 @@ def _segments(manifest: Manifest) -> tuple[str, list[Segment]]:
     segments = [s for s in track.segments if s.started]
     segments.sort(key=lambda s: float(s.first_arrival_ms or 0))
     return track.key, segments
-
-
-def _frame_rate(stream: Any) -> fractions.Fraction | None:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate and 1 <= float(rate) <= 240:
-            return fractions.Fraction(rate).limit_denominator(1001)
-    return None
-
-
-def _bgr(frame: av.VideoFrame) -> np.ndarray:
-    """A writable BGR copy of a decoded frame (OpenCV's I420 conversion is faster than
-    swscale's for the usual yuv420p)."""
-    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
-        return cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2BGR_I420)
-    return frame.to_ndarray(format="bgr24")
-
-
-def _decode(path: Path, warnings: list[str]) -> Iterator[tuple[np.ndarray, float, float | None]]:
-    """``(BGR image, media seconds, duration)`` of every frame; a torn tail stops quietly."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        try:
-            for frame in container.decode(stream):
-                if frame.pts is None or frame.time is None:
-                    continue
-                duration = None
-                if frame.duration and frame.time_base:
-                    duration = float(frame.duration * frame.time_base)
-                yield _bgr(frame), float(frame.time), duration
-        except (av.error.InvalidDataError, av.error.EOFError) as exc:
-            # An interrupted recording ends mid-cluster: keep what decoded.
-            warnings.append(f"{path.name}: decoding stopped early ({exc})")
-
-
-def _probe(path: Path) -> tuple[int, int, fractions.Fraction | None]:
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        return stream.codec_context.width, stream.codec_context.height, _frame_rate(stream)
 
 
 def export_recording(
@@ -524,13 +226,13 @@ def _run(
     warnings: list[str],
     progress: Progress | None,
 ) -> tuple[dict[str, Any], DeidentifyReport | None]:
-    src_w, src_h, rate = _probe(files[0][1])
+    src_w, src_h, rate = probe(files[0][1])
     rate = rate or fractions.Fraction(30)
-    pic_w, pic_h = _even(src_w), _even(src_h)
+    pic_w, pic_h = even(src_w), even(src_h)
     vitals = VitalsTimeline(events) if options.burn_in and options.vitals else None
     strip_h = vitals_strip_height(pic_w, pic_h) if vitals is not None and not vitals.empty else 0
     total = sum(s.packets or round((s.duration or 0) * float(rate)) for s, _ in files)
-    encoder = _Encoder(tmp, pic_w, pic_h + strip_h, rate, options)
+    encoder = Encoder(tmp, pic_w, pic_h + strip_h, rate, options.crf, options.preset)
     deid: DeidentifyReport | None = None
     detector: OutOfBodyDetector | None = None
     if options.deidentify:
@@ -571,7 +273,7 @@ def _run(
         if item.schedule is not None:
             for annotation, alpha in item.schedule.at(item.media_s):
                 draw_annotation(image, annotation, alpha)
-        picture = _fit(image, pic_w, pic_h)
+        picture = fit(image, pic_w, pic_h)
         if strip_h:
             assert vitals is not None
             canvas = np.empty((pic_h + strip_h, pic_w, 3), np.uint8)
@@ -590,7 +292,7 @@ def _run(
                 schedule = Schedule(schedule_annotations(events, segment))
             offset = (float(segment.first_arrival_ms or 0) - first_arrival) / 1000
             count = 0
-            for image, media_s, duration in _decode(path, warnings):
+            for image, media_s, duration in decode(path, warnings):
                 if t0 is None:
                     t0 = offset + media_s  # the export starts at 0
                 out_s = max(offset + media_s - t0, last_out + 1 / 90000)
@@ -620,7 +322,7 @@ def _run(
         if detector is not None:
             for decision in detector.flush():
                 finish(pending.popleft(), decision)
-        if encoder.frames == 0 and encoder._held is None:
+        if encoder.empty:
             raise ExportError("no frame could be decoded")
         encoder.finish(last_duration)
     except BaseException:

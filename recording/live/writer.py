@@ -53,7 +53,7 @@ from typing import Any
 
 import av
 
-from orbridge.media.tap import vp8_frame_size
+from orbridge.media.bitstream import h264_frame_size, vp8_frame_size
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,6 @@ __all__ = [
     "SegmentInfo",
     "SegmentWriter",
     "WriterStats",
-    "h264_frame_size",
-    "h264_has_sps",
     "normalize_codec",
 ]
 
@@ -102,114 +100,6 @@ def normalize_codec(codec: str) -> str:
     if name not in CODECS:
         raise ValueError(f"cannot record codec {codec!r} without transcoding")
     return name
-
-
-def h264_has_sps(data: bytes) -> bool:
-    """True when an Annex-B access unit carries an SPS (NAL type 7): decodable on its own."""
-    pos = data.find(b"\x00\x00\x01")
-    while pos != -1 and pos + 3 < len(data):
-        if data[pos + 3] & 0x1F == 7:
-            return True
-        pos = data.find(b"\x00\x00\x01", pos + 3)
-    return False
-
-
-def _h264_sps(data: bytes) -> bytes | None:
-    """The first SPS NAL unit's RBSP (emulation prevention removed), or None."""
-    pos = data.find(b"\x00\x00\x01")
-    while pos != -1 and pos + 3 < len(data):
-        if data[pos + 3] & 0x1F == 7:
-            end = data.find(b"\x00\x00\x01", pos + 3)
-            nal = data[pos + 4 : end if end != -1 else len(data)]
-            return nal.replace(b"\x00\x00\x03", b"\x00\x00")
-        pos = data.find(b"\x00\x00\x01", pos + 3)
-    return None
-
-
-class _Bits:
-    """MSB-first bit reader with Exp-Golomb codes (H.264 7.2)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.value = int.from_bytes(data, "big")
-        self.left = len(data) * 8
-
-    def u(self, count: int) -> int:
-        if count > self.left:
-            raise ValueError("SPS truncated")
-        self.left -= count
-        return (self.value >> self.left) & ((1 << count) - 1)
-
-    def ue(self) -> int:
-        zeros = 0
-        while self.u(1) == 0:
-            zeros += 1
-            if zeros > 31:
-                raise ValueError("bad Exp-Golomb code")
-        return (1 << zeros) - 1 + self.u(zeros)
-
-    def se(self) -> int:
-        code = self.ue()
-        return (code + 1) // 2 if code & 1 else -(code // 2)
-
-
-_HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
-
-
-def h264_frame_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the SPS of an Annex-B access unit, or None.
-
-    Matroska needs the picture size in its header, and the recorder does not decode.
-    """
-    sps = _h264_sps(data)
-    if sps is None:
-        return None
-    try:
-        bits = _Bits(sps)
-        profile = bits.u(8)
-        bits.u(16)  # constraint flags, level
-        bits.ue()  # seq_parameter_set_id
-        chroma = 1
-        if profile in _HIGH_PROFILES:
-            chroma = bits.ue()
-            if chroma == 3:
-                bits.u(1)  # separate_colour_plane_flag
-            bits.ue()  # bit depths
-            bits.ue()
-            bits.u(1)
-            if bits.u(1):  # scaling matrices: parse to skip them
-                for index in range(8 if chroma != 3 else 12):
-                    if bits.u(1):
-                        last = scale = 8
-                        for _ in range(16 if index < 6 else 64):
-                            if scale:
-                                scale = (last + bits.se() + 256) % 256
-                            last = scale or last
-        bits.ue()  # log2_max_frame_num_minus4
-        poc_type = bits.ue()
-        if poc_type == 0:
-            bits.ue()
-        elif poc_type == 1:
-            bits.u(1)
-            bits.se()
-            bits.se()
-            for _ in range(bits.ue()):
-                bits.se()
-        bits.ue()  # max_num_ref_frames
-        bits.u(1)
-        width_mbs = bits.ue() + 1
-        height_maps = bits.ue() + 1
-        frame_mbs_only = bits.u(1)
-        if not frame_mbs_only:
-            bits.u(1)
-        bits.u(1)
-        crop = (bits.ue(), bits.ue(), bits.ue(), bits.ue()) if bits.u(1) else (0, 0, 0, 0)
-    except ValueError:
-        return None
-    unit_x = 1 if chroma in (0, 3) else 2
-    unit_y = (2 - frame_mbs_only) * (2 if chroma == 1 else 1)
-    width = width_mbs * 16 - unit_x * (crop[0] + crop[1])
-    height = (2 - frame_mbs_only) * height_maps * 16 - unit_y * (crop[2] + crop[3])
-    return width, height
 
 
 @dataclass

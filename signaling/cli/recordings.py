@@ -110,9 +110,9 @@ def _export(args: argparse.Namespace, settings: Any) -> int:
         ExportError,
         ExportInputError,
         ExportOptions,
-        ProgressBar,
         export_recording,
     )
+    from orbridge.recording.export.progress import ProgressBar
     from orbridge.recording.manifest import check_recording_id
 
     try:

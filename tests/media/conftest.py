@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fractions
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -53,6 +54,29 @@ class MovingPattern(VideoStreamTrack):
         frame.pts = pts
         frame.time_base = time_base
         return frame
+
+
+def encode_video(
+    codec_name: str,
+    count: int = 6,
+    width: int = 64,
+    height: int = 48,
+    pix_fmt: str = "yuv420p",
+    **options: str,
+) -> list[bytes]:
+    """``count`` flat grey frames through a real PyAV encoder: its packets' bytes, flushed."""
+    encoder = av.CodecContext.create(codec_name, "w")
+    encoder.width, encoder.height, encoder.pix_fmt = width, height, pix_fmt
+    encoder.time_base = fractions.Fraction(1, 30)
+    encoder.options = options
+    out: list[bytes] = []
+    for i in range(count):
+        image = np.full((height, width, 3), (i * 40) % 255, dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(image, "rgb24").reformat(format=pix_fmt)
+        frame.pts = i
+        out += [bytes(p) for p in encoder.encode(frame)]
+    out += [bytes(p) for p in encoder.encode(None)]
+    return out
 
 
 def count_keyframe_requests(sender: RTCRtpSender) -> Callable[[], int]:

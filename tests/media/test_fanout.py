@@ -9,9 +9,9 @@ import av
 import pytest
 
 from orbridge.media import tap
+from orbridge.media.bitstream import vp8_frame_size
 from orbridge.media.codecs import negotiated_codec, same_codec
 from orbridge.media.ice import sdp_candidate_addresses
-from orbridge.media.tap import vp8_frame_size
 
 
 @pytest.mark.parametrize("codec", ["VP8", "H264"])

@@ -1,4 +1,7 @@
-"""The tap's pieces on real encoder output (libvpx, libx264, libopus through PyAV)."""
+"""The tap's pieces: pass-through decoder, hooks, metered encoder (real libvpx output via PyAV).
+
+Keyframe and size detection on the bytes themselves: tests/media/test_bitstream.py.
+"""
 
 from __future__ import annotations
 
@@ -13,53 +16,16 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from orbridge.media import tap
-from orbridge.media.tap import (
-    MeteredEncoder,
-    PassthroughDecoder,
-    h264_is_keyframe,
-    vp8_frame_size,
-    vp8_is_keyframe,
-)
+from orbridge.media.tap import MeteredEncoder, PassthroughDecoder
+from tests.media.conftest import encode_video
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
 H264 = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=99)
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=96)
 
 
-def encode(codec_name: str, count: int = 6, **options: str) -> list[bytes]:
-    encoder = av.CodecContext.create(codec_name, "w")
-    encoder.width, encoder.height, encoder.pix_fmt = 64, 48, "yuv420p"
-    encoder.time_base = fractions.Fraction(1, 30)
-    encoder.options = options
-    out: list[bytes] = []
-    for i in range(count):
-        image = np.full((48, 64, 3), (i * 40) % 255, dtype=np.uint8)
-        frame = av.VideoFrame.from_ndarray(image, "rgb24").reformat(format="yuv420p")
-        frame.pts = i
-        out += [bytes(p) for p in encoder.encode(frame)]
-    out += [bytes(p) for p in encoder.encode(None)]
-    return out
-
-
-def test_vp8_keyframe_flag_and_size() -> None:
-    frames = encode("libvpx", deadline="realtime", **{"lag-in-frames": "0"})
-    assert vp8_is_keyframe(frames[0]) and vp8_frame_size(frames[0]) == (64, 48)
-    assert not any(vp8_is_keyframe(f) for f in frames[1:])
-    assert vp8_frame_size(frames[1]) is None
-
-
-def test_h264_idr_detection_on_annex_b() -> None:
-    frames = encode("libx264", tune="zerolatency", preset="ultrafast", g="4")
-    assert frames[0].startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01"))
-    flags = [h264_is_keyframe(f) for f in frames]
-    assert flags[0] and flags[4] and not flags[1]
-    assert not h264_is_keyframe(b"") and not h264_is_keyframe(b"\x00\x00\x01")
-    # What aiortc's depayloader builds from a STAP-A: start code before every NAL.
-    assert h264_is_keyframe(b"\x00\x00\x00\x01\x67\x42\x00\x00\x00\x01\x68\xce\x00\x00\x00\x01\x65")
-
-
 def test_passthrough_decoder_builds_timed_packets() -> None:
-    frames = encode("libvpx", count=2, deadline="realtime")
+    frames = encode_video("libvpx", count=2, deadline="realtime")
     decoder = PassthroughDecoder(VP8)
     [key] = decoder.decode(JitterFrame(frames[0], timestamp=3000))
     [delta] = decoder.decode(JitterFrame(frames[1], timestamp=6000))
@@ -91,7 +57,7 @@ def test_install_is_idempotent_and_reversible() -> None:
 def test_metered_encoder_packs_without_creating_an_encoder() -> None:
     before = tap.stats.snapshot()
     vp8 = MeteredEncoder(VP8)
-    packet = av.Packet(encode("libvpx", count=1, deadline="realtime")[0])
+    packet = av.Packet(encode_video("libvpx", count=1, deadline="realtime")[0])
     packet.pts, packet.time_base = 3000, fractions.Fraction(1, 90000)
     payloads, timestamp = vp8.pack(packet)
     assert payloads and timestamp == 3000 and not vp8.encoding

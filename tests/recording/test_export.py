@@ -33,15 +33,10 @@ from orbridge.recording.export.deidentify import (
     mask_regions,
     region_pixels,
 )
-from orbridge.recording.export.exporter import (
-    ExportInputError,
-    ExportOptions,
-    ProgressBar,
-    Schedule,
-    export_recording,
-    schedule_annotations,
-)
+from orbridge.recording.export.exporter import ExportInputError, ExportOptions, export_recording
+from orbridge.recording.export.progress import ProgressBar
 from orbridge.recording.export.render import ECG_COLOR, VitalsTimeline, draw_annotation, parse_color
+from orbridge.recording.export.schedule import Schedule, schedule_annotations
 from orbridge.recording.manifest import Segment
 from tests.recording.sample import SampleAnnotation, SampleRecording, make_sample_recording
 
