@@ -449,7 +449,10 @@ class SegmentWriter:
         if self.error is not None:
             return
         self.error = exc
-        self.info.error = f"{type(exc).__name__}: {exc}"
+        # The segment's sidecar and manifest are read by library viewers: the OS's words for
+        # the failure, never its text (which names the file's path on this server).
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else None
+        self.info.error = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
         code = getattr(exc, "errno", None)
         name = errno.errorcode.get(code, "") if isinstance(code, int) else ""
         logger.error("%s: recording failed (%s): %s", self, name or type(exc).__name__, exc)

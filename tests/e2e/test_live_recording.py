@@ -239,6 +239,7 @@ async def test_disk_full_is_reported_and_nothing_else_breaks(node: LiveNode) -> 
     assert "/" not in json.dumps(stopped["errors"])
     manifest = node.node.recordings.store.load(started["id"])
     assert manifest.tracks[0].segments[0].error is not None
+    assert "/" not in manifest.tracks[0].segments[0].error  # library viewers read it
     await surgeon.close()
     await expert.media.close()
 
