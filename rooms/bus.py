@@ -85,6 +85,8 @@ class RedisBus(RoomBus):
         self._retry_s = retry_s
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._settled = asyncio.Event()  # connected, or known to be away
+        self._connect_wait_s = 2.0
         self.on_resync = []
         self.up = False  # reading the stream
         self._known = False  # whether `up` has been logged once
@@ -97,6 +99,10 @@ class RedisBus(RoomBus):
             asyncio.create_task(self._listen(), name=f"bus-listen:{self.channel}"),
             asyncio.create_task(self._send(), name=f"bus-send:{self.channel}"),
         ]
+        # A normal start is connected when it returns; a start without Redis goes on.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._connect_wait_s):
+                await self._settled.wait()
 
     async def publish(self, message: dict[str, Any], *, sticky: bool = False) -> None:
         """Deliver here now, and to the other nodes as soon as Redis takes it.
@@ -128,6 +134,7 @@ class RedisBus(RoomBus):
         if up == self.up and self._known:
             return
         self._known, self.up = True, up
+        self._settled.set()
         if up and self.stats["outages"] == 0:
             log.info("bus %s: connected to Redis", self.channel)
         elif up:

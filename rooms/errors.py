@@ -13,3 +13,10 @@ class DomainError(Exception):
 
     def as_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}
+
+
+class PresenceUnavailable(DomainError):
+    """The shared presence backend (Redis) cannot be reached: what needs it is degraded."""
+
+    def __init__(self, message: str = "presence is unavailable; try again shortly") -> None:
+        super().__init__("presence_unavailable", message)

@@ -17,11 +17,16 @@ nothing behind (the ghosts of LiveKit issues #989 and #4316).
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import ParamSpec, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as redis_async
 
+from orbridge.rooms.errors import PresenceUnavailable
 from orbridge.rooms.participant import Participant
 from orbridge.rooms.presence import (
     NodeInfo,
@@ -31,6 +36,10 @@ from orbridge.rooms.presence import (
     join_order,
     summarize,
 )
+
+log = logging.getLogger("orbridge.presence")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _NOW = """
 local t = redis.call('TIME')
@@ -169,6 +178,20 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '+inf')
 )
 
 
+def _guarded(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Redis being away is `PresenceUnavailable` (a domain error callers degrade on), never a
+    raw connection error."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except (redis_async.RedisError, OSError) as exc:
+            raise PresenceUnavailable() from exc
+
+    return call
+
+
 class RedisPresence(PresenceStore):
     backend = "redis"
 
@@ -209,7 +232,9 @@ class RedisPresence(PresenceStore):
 
     # lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
-        await self._redis.ping()
+        # A node starts without Redis: the heartbeat connects when it appears.
+        if not await self.ping():
+            log.error("presence: Redis at %s is unavailable; starting degraded", _safe(self.url))
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -221,18 +246,21 @@ class RedisPresence(PresenceStore):
             return False
 
     # nodes --------------------------------------------------------------------
+    @_guarded
     async def register_node(self, node: NodeInfo) -> None:
         await self._register_node(
             keys=[self._nodes_key, self._node_key(node.node_id)],
             args=[node.node_id, json.dumps(node.public()), self.ttl_ms],
         )
 
+    @_guarded
     async def unregister_node(self, node_id: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.zrem(self._nodes_key, node_id)
             pipe.delete(self._node_key(node_id))
             await pipe.execute()
 
+    @_guarded
     async def nodes(self) -> list[NodeInfo]:
         ids = await self._live_nodes(keys=[self._nodes_key])
         if not ids:
@@ -241,6 +269,7 @@ class RedisPresence(PresenceStore):
         return [NodeInfo(**json.loads(raw)) for raw in raws if raw]
 
     # participants -------------------------------------------------------------
+    @_guarded
     async def add(self, participant: Participant) -> Participant | None:
         room = participant.room
         previous = await self._add(
@@ -249,6 +278,7 @@ class RedisPresence(PresenceStore):
         )
         return Participant.from_json(previous) if previous else None
 
+    @_guarded
     async def remove(self, key: PresenceKey) -> Participant | None:
         raw = await self._remove(
             keys=[self._alive(key.room), self._data(key.room), self._rooms_key],
@@ -256,6 +286,7 @@ class RedisPresence(PresenceStore):
         )
         return Participant.from_json(raw) if raw else None
 
+    @_guarded
     async def replace(self, participant: Participant) -> bool:
         room = participant.room
         done = await self._replace(
@@ -264,6 +295,7 @@ class RedisPresence(PresenceStore):
         )
         return bool(done)
 
+    @_guarded
     async def refresh(self, keys: Iterable[PresenceKey]) -> list[PresenceKey]:
         entries = list(keys)
         if not entries:
@@ -282,6 +314,7 @@ class RedisPresence(PresenceStore):
                 return participant
         return None
 
+    @_guarded
     async def participants(self, room: str) -> list[Participant]:
         raws = await self._live(keys=[self._alive(room), self._data(room)])
         return sorted((Participant.from_json(raw) for raw in raws if raw), key=join_order)
@@ -289,6 +322,7 @@ class RedisPresence(PresenceStore):
     async def _room_names(self) -> list[str]:
         return list(await self._live_rooms(keys=[self._rooms_key]))
 
+    @_guarded
     async def rooms(self) -> list[RoomSummary]:
         summaries = []
         for room in sorted(await self._room_names()):
@@ -297,6 +331,7 @@ class RedisPresence(PresenceStore):
                 summaries.append(summarize(room, members))
         return summaries
 
+    @_guarded
     async def reap(self) -> list[Participant]:
         claimed: list[Participant] = []
         for room in await self._room_names():
@@ -305,3 +340,13 @@ class RedisPresence(PresenceStore):
             )
             claimed += [Participant.from_json(raw) for raw in raws]
         return claimed
+
+
+def _safe(url: str) -> str:
+    """A Redis URL without its password, for the log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

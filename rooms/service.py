@@ -14,7 +14,7 @@ import contextlib
 import logging
 from typing import Any, Protocol
 
-from orbridge.rooms.errors import DomainError
+from orbridge.rooms.errors import DomainError, PresenceUnavailable
 from orbridge.rooms.participant import Participant
 from orbridge.rooms.presence import NodeInfo, PresenceKey, PresenceStore
 from orbridge.rooms.room import RoomRegistry
@@ -57,6 +57,11 @@ class RoomService:
             self.registry.occupied = self.occupied
         self._task: asyncio.Task[None] | None = None
         self.presence_healthy = True
+        # What a presence outage left undone, settled by the first heartbeat that reaches it:
+        # records to rewrite (updates) and records to remove (leaves). Bounded: a record not
+        # removed also expires by its TTL.
+        self._dirty: set[str] = set()
+        self._removals: dict[PresenceKey, None] = {}
 
     @property
     def listener(self) -> RoomListener:
@@ -68,7 +73,10 @@ class RoomService:
         self._listener = listener
 
     async def start(self) -> None:
-        await self.presence.register_node(self.node)
+        try:
+            await self.presence.register_node(self.node)
+        except PresenceUnavailable:
+            self._presence_state(False, "unreachable at start")  # the heartbeat retries
         self._task = asyncio.create_task(self._heartbeat_loop(), name="presence-heartbeat")
 
     async def stop(self) -> list[Participant]:
@@ -91,22 +99,64 @@ class RoomService:
     # membership -------------------------------------------------------------
     async def join(self, participant: Participant) -> tuple[list[Participant], Participant | None]:
         """Record a join; return the room's participants (the joiner included) and
-        the live record of the same identity this join replaced, if any."""
+        the live record of the same identity this join replaced, if any.
+
+        During a presence outage the join still succeeds on this node: the room's members
+        here are returned, and the record is written by the first heartbeat that can."""
         if participant.sid in self.local:
             raise DomainError("already_joined", "this connection has already joined a room")
-        replaced = await self.presence.add(participant)
+        try:
+            replaced = await self.presence.add(participant)
+        except PresenceUnavailable:
+            self._presence_state(False, "join")
+            replaced = None
         self.local[participant.sid] = participant
         self.registry.add_member(participant)
         # A replaced connection stays in `local` until the listener evicts it.
-        members = await self.presence.participants(participant.room)
-        return members, replaced
+        return await self.participants(participant.room), replaced
+
+    async def participants(self, room: str) -> list[Participant]:
+        """The room's participants on every node; this node's own during a presence outage."""
+        try:
+            return await self.presence.participants(room)
+        except PresenceUnavailable:
+            self._presence_state(False, "read")
+            return sorted(self.registry.members(room), key=lambda p: (p.joined_at, p.identity))
+
+    async def find(self, room: str, identity: str) -> Participant | None:
+        for participant in await self.participants(room):
+            if participant.identity == identity:
+                return participant
+        return None
+
+    async def remove_record(self, participant: Participant) -> Participant | None:
+        """Remove a participant's presence record (a removal, a consultation ended). During an
+        outage a participant of this node is removed here and in presence later."""
+        try:
+            return await self.presence.remove(key_of(participant))
+        except PresenceUnavailable:
+            if participant.sid not in self.local:
+                raise  # on another node: only presence can reach it
+            self._presence_state(False, "remove")
+            self._forget_later(key_of(participant))
+            return participant
 
     async def leave(self, sid: str) -> Participant | None:
         participant = self.drop_local(sid)
         if participant is None:
             return None
-        await self.presence.remove(key_of(participant))
+        try:
+            await self.presence.remove(key_of(participant))
+        except PresenceUnavailable:
+            self._presence_state(False, "leave")
+            self._forget_later(key_of(participant))
         return participant
+
+    def _forget_later(self, key: PresenceKey) -> None:
+        self._dirty.discard(key.sid)
+        if len(self._removals) >= 10_000:  # the oldest expire by their TTL anyway
+            self._removals.pop(next(iter(self._removals)))
+        self._removals[key] = None
 
     def drop_local(self, sid: str) -> Participant | None:
         """Forget a connection of this node (its presence record is the caller's business)."""
@@ -123,16 +173,26 @@ class RoomService:
         return self.registry.members(room)
 
     async def occupied(self, room: str) -> bool:
-        """Whether anyone is in the room on any node (presence), for the empty timeout."""
-        return bool(self.registry.members(room)) or bool(await self.presence.participants(room))
+        """Whether anyone is in the room on any node (presence), for the empty timeout. Not
+        knowing (an outage) counts as occupied: a consultation is never closed for that."""
+        if self.registry.members(room):
+            return True
+        try:
+            return bool(await self.presence.participants(room))
+        except PresenceUnavailable:
+            return True
 
     async def update(self, sid: str, **changes: Any) -> Participant:
         current = self.local.get(sid)
         if current is None:
             raise DomainError("not_joined", "join a room first")
         updated = current.with_changes(**changes)
-        if not await self.presence.replace(updated):
-            raise DomainError("not_found", "your presence record is gone; reconnect")
+        try:
+            if not await self.presence.replace(updated):
+                raise DomainError("not_found", "your presence record is gone; reconnect")
+        except PresenceUnavailable:
+            self._presence_state(False, "update")
+            self._dirty.add(sid)  # rewritten by the first heartbeat that reaches presence
         self.local[sid] = updated
         self.registry.update_member(updated)
         return updated
@@ -143,19 +203,33 @@ class RoomService:
             await asyncio.sleep(self.heartbeat_interval_s)
             try:
                 await self.heartbeat()
-                if not self.presence_healthy:
-                    log.warning("presence backend reachable again")
-                self.presence_healthy = True
+                self._presence_state(True)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the loop must outlive a backend outage
-                if self.presence_healthy:
-                    log.error("presence heartbeat failed: %s", exc)
-                self.presence_healthy = False
+                self._presence_state(False, str(exc))
+
+    def _presence_state(self, healthy: bool, why: str = "") -> None:
+        """One log line per change, not one per failed call."""
+        if healthy == self.presence_healthy:
+            return
+        self.presence_healthy = healthy
+        if healthy:
+            log.warning("presence backend reachable again: records re-asserted")
+        else:
+            log.error("presence backend unavailable (%s): rooms go on with this node's "
+                      "participants; records are re-asserted when it returns", why)  # fmt: skip
 
     async def heartbeat(self) -> None:
         """Keep this node and its participants alive; settle what presence lost."""
         await self.presence.register_node(self.node)
+        for key in list(self._removals):
+            await self.presence.remove(key)
+            self._removals.pop(key, None)
+        for sid in list(self._dirty):
+            if sid in self.local:
+                await self.presence.replace(self.local[sid])
+            self._dirty.discard(sid)
         lost = await self.presence.refresh(key_of(p) for p in list(self.local.values()))
         for key in lost:
             participant = self.local.get(key.sid)

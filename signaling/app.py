@@ -99,8 +99,12 @@ def create_app(
     manager = None
     if settings.redis_url:
         # Broadcasts reach clients on every node through Redis pub/sub.
+        # A bounded connect: an emit during an outage delivers here and gives up on the rest
+        # quickly instead of waiting on a dead address.
         manager = socketio.AsyncRedisManager(
-            settings.redis_url, channel=f"{settings.redis_prefix}socketio"
+            settings.redis_url,
+            channel=f"{settings.redis_prefix}socketio",
+            redis_options={"socket_connect_timeout": 2.0},
         )
     origins = settings.cors_allowed_origins or None  # None: same origin only
     sio = socketio.AsyncServer(

@@ -10,6 +10,7 @@ from aiohttp import web
 from orbridge.media.router import MediaRouter
 from orbridge.recording.live.service import RecordingService
 from orbridge.rooms.annotations.hub import AnnotationHub
+from orbridge.rooms.bus import RoomBus
 from orbridge.rooms.presence import NodeInfo, PresenceStore
 from orbridge.rooms.room import RoomRegistry
 from orbridge.rooms.service import RoomService
@@ -36,6 +37,12 @@ class Node:
     annotations: AnnotationHub
     recordings: RecordingService
     mllp: MllpListener | None = None
+
+    def buses(self) -> dict[str, RoomBus]:
+        """The room buses by kind, for health checks."""
+        buses = {"rooms": self.registry.bus, "vitals": self.vitals.bus,
+                 "annotations": self.annotations.bus}  # fmt: skip
+        return {name: bus for name, bus in buses.items() if bus is not None}
 
 
 NODE = web.AppKey("orbridge", Node)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,9 +35,12 @@ def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:  # ty
 
 
 def _http_ok(url: str) -> bool:
+    """Serving: /healthz answers, healthy (200) or degraded (503: e.g. started without Redis)."""
     try:
         with urllib.request.urlopen(url, timeout=0.5) as response:
             return response.status == 200
+    except urllib.error.HTTPError as exc:
+        return exc.code == 503
     except OSError:
         return False
 

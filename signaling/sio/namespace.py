@@ -20,7 +20,7 @@ from orbridge.rooms.participant import Participant
 from orbridge.rooms.ratelimit import TokenBucket
 from orbridge.rooms.roles import Grant
 from orbridge.rooms.room import Room
-from orbridge.rooms.service import RoomService, key_of
+from orbridge.rooms.service import RoomService
 from orbridge.rooms.tasks import Tasks
 from orbridge.signaling.metrics import Metrics
 from orbridge.signaling.settings import Settings
@@ -253,18 +253,18 @@ class RoomNamespace(socketio.AsyncNamespace):
 
     async def on_snapshot_event(self, sid: str, message: schemas.Empty) -> dict[str, Any]:
         me = self.me(sid)
-        return self._snapshot(me, await self.rooms.presence.participants(me.room))
+        return self._snapshot(me, await self.rooms.participants(me.room))
 
     async def on_remove_participant_event(
         self, sid: str, message: schemas.RemoveParticipant
     ) -> dict[str, Any]:
         me = self.me(sid)
-        target = await self.rooms.presence.get(me.room, message.identity)
+        target = await self.rooms.find(me.room, message.identity)
         if target is None:
             raise DomainError("not_found", f"{message.identity} is not in room {me.room}")
         if target.sid == sid:
             raise DomainError("invalid_payload", "use leave to leave the room yourself")
-        removed = await self.rooms.presence.remove(key_of(target))
+        removed = await self.rooms.remove_record(target)
         if removed is None:  # it left in the meantime
             raise DomainError("not_found", f"{message.identity} is not in room {me.room}")
         await self._evict(removed, "removed", by=me.identity, note=message.reason)
@@ -287,7 +287,7 @@ class RoomNamespace(socketio.AsyncNamespace):
         for participant in list(room.members.values()):
             await self.emit("consultation_ended", notice, to=participant.sid)
             try:
-                removed = await self.rooms.presence.remove(key_of(participant))
+                removed = await self.rooms.remove_record(participant)
             except Exception as exc:  # presence outage: the record expires by itself
                 log.warning("could not remove %s from presence: %s", participant.identity, exc)
                 removed = None
@@ -360,6 +360,8 @@ class RoomNamespace(socketio.AsyncNamespace):
             "participants": [p.public() for p in members],
             "server_time": int(time.time() * 1000),
         }
+        if not self.rooms.presence_healthy:
+            snapshot["degraded"] = ["presence"]  # participants: this node's only
         for part in self.snapshot_parts:
             snapshot.update(part(me))
         return snapshot

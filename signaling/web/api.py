@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from aiohttp import web
 
 from orbridge.media import tap
 from orbridge.rooms import tokens
-from orbridge.rooms.errors import DomainError
+from orbridge.rooms.errors import DomainError, PresenceUnavailable
+from orbridge.rooms.presence import summarize
 from orbridge.rooms.roles import Role
 from orbridge.signaling.node import NODE, Node
 
@@ -62,13 +64,19 @@ def auth_status(code: str) -> int:
 async def healthz(request: web.Request) -> web.Response:
     node = _node(request)
     reachable = await node.presence.ping()
+    reasons = [] if reachable else ["presence: Redis unreachable"]
+    buses = {name: bus for name, bus in node.buses().items() if getattr(bus, "up", True) is False}
+    reasons += [f"bus {name}: Redis unreachable, other nodes get this node's news later"
+                for name in sorted(buses)]  # fmt: skip
     body = {
-        "status": "ok" if reachable else "degraded",
+        "status": "degraded" if reasons else "ok",
         "node": node.info.node_id,
         "version": node.info.version,
         "presence": {"backend": node.presence.backend, "reachable": reachable},
     }
-    return web.json_response(body, status=200 if reachable else 503)
+    if reasons:
+        body["reasons"] = reasons
+    return web.json_response(body, status=503 if reasons else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -87,12 +95,21 @@ async def list_rooms(request: web.Request) -> web.Response:
         scope = authorize(request)
     except DomainError as exc:
         return error_response(auth_status(exc.code), exc.code, exc.message)
-    summaries = await node.presence.rooms()
+    body: dict[str, Any] = {}
+    try:
+        summaries = await node.presence.rooms()
+        nodes = await node.presence.nodes()
+    except PresenceUnavailable:  # this node's own rooms, and say so
+        rooms = node.registry.rooms
+        summaries = [summarize(name, node.registry.members(name)) for name in sorted(rooms)
+                     if node.registry.members(name)]  # fmt: skip
+        nodes = [node.info]
+        body["degraded"] = ["presence"]
     if scope is not None:
         summaries = [s for s in summaries if s.room == scope]
-    body = {"rooms": [s.public() for s in summaries]}
+    body["rooms"] = [s.public() for s in summaries]
     if scope is None:
-        body["nodes"] = [n.public() for n in await node.presence.nodes()]
+        body["nodes"] = [n.public() for n in nodes]
     return web.json_response(body)
 
 
@@ -111,8 +128,11 @@ async def get_room(request: web.Request) -> web.Response:
         return error_response(
             403, "token_wrong_room", f"this token is for another room, not {room!r}"
         )
-    members = await node.presence.participants(room)
-    return web.json_response({"room": room, "participants": [p.public() for p in members]})
+    members = await node.rooms.participants(room)
+    body: dict[str, Any] = {"room": room, "participants": [p.public() for p in members]}
+    if not node.rooms.presence_healthy:
+        body["degraded"] = ["presence"]  # this node's participants only
+    return web.json_response(body)
 
 
 def add_routes(app: web.Application) -> None:

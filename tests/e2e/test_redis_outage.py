@@ -5,7 +5,10 @@ once each; vitals keep flowing on the node that has the monitor."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +22,7 @@ from tests.support import RedisProcess, ServerProcess
 pytestmark = pytest.mark.cluster
 
 FAST = ("--presence-ttl", "3", "--heartbeat-interval", "0.5")
+API_KEY = "outage-test-api-key"
 
 
 @pytest.fixture
@@ -29,8 +33,8 @@ def redis() -> Iterator[RedisProcess]:
 
 @pytest.fixture
 def nodes(redis: RedisProcess) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    a = ServerProcess("--redis", redis.url, "--node-id", "node-a", *FAST)
-    b = ServerProcess("--redis", redis.url, "--node-id", "node-b", *FAST)
+    a = ServerProcess("--redis", redis.url, "--node-id", "node-a", "--api-key", API_KEY, *FAST)
+    b = ServerProcess("--redis", redis.url, "--node-id", "node-b", "--api-key", API_KEY, *FAST)
     yield a, b
     a.stop()
     b.stop()
@@ -87,3 +91,87 @@ async def test_an_alarm_during_a_redis_outage_reaches_every_node(
     finally:
         for c in clients:
             await c.close()
+
+
+def http(node: ServerProcess, path: str) -> tuple[int, Any]:
+    request = urllib.request.Request(node.url + path, headers={"X-API-Key": API_KEY})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+async def healthy(node: ServerProcess, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if http(node, "/healthz")[0] == 200:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+ARROW = {"type": "arrow", "track_id": "TR_0123456789ab", "points": [[0.2, 0.3], [0.5, 0.5]]}
+
+
+async def test_a_redis_outage_degrades_only_what_needs_redis(
+    redis: RedisProcess, nodes: tuple[ServerProcess, ServerProcess]
+) -> None:
+    a, b = nodes
+    monitor = await client(a, Role.DEVICE, "monitor-1")
+    expert = await client(a, Role.EXPERT, "dr-wang")
+    remote = await client(b, Role.EXPERT, "dr-li")
+    clients = [monitor, expert, remote]
+    try:
+        redis.stop()
+        await asyncio.sleep(0.5)
+        # everything among participants of node A goes on, answered ok
+        await monitor.request("publish_vitals", spo2(96))
+        assert (await expert.next_event("vitals", wait=2))["numerics"][0]["value"] == 96
+        await expert.request("annotate", ARROW)
+        await expert.request("update", {"quality": "poor"})
+        newcomer = await client(a, Role.SURGEON, "dr-ma")  # a join during the outage
+        clients.append(newcomer)
+        assert newcomer.snapshot is not None
+        assert newcomer.snapshot.get("degraded") == ["presence"]
+        assert "dr-ma" in {p["identity"] for p in newcomer.snapshot["participants"]}
+        assert len(newcomer.snapshot["overlay"]) == 1
+        status, health = http(a, "/healthz")
+        assert status == 503 and health["status"] == "degraded" and health["reasons"]
+        status, room = http(a, "/api/rooms/or-1")
+        assert status == 200 and room["degraded"] == ["presence"]
+        await asyncio.sleep(4.5)  # 5 s in all
+        redis.start()
+        back = time.monotonic()
+        # presence is re-asserted: node B sees node A's participants again, the newcomer too
+        while time.monotonic() - back < 10:
+            status, room = http(b, "/api/rooms/or-1")
+            seen = {p["identity"] for p in room.get("participants", [])}
+            if status == 200 and {"dr-ma", "dr-wang", "monitor-1", "dr-li"} <= seen:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"presence not resynchronised: {room}")
+        resync = time.monotonic() - back
+        assert await healthy(a, within=5), http(a, "/healthz")
+        print(f"presence resynchronised {resync:.2f} s after Redis returned")
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def test_a_node_starts_without_redis_and_joins_the_cluster_later(
+    redis: RedisProcess,
+) -> None:
+    redis.stop()
+    node = ServerProcess("--redis", redis.url, "--node-id", "node-c", "--api-key", API_KEY, *FAST)
+    try:
+        assert http(node, "/healthz")[0] == 503  # serving, and saying it is degraded
+        alone = await client(node, Role.EXPERT, "dr-wang")
+        redis.start()
+        assert await healthy(node, within=10), http(node, "/healthz")
+        await alone.close()
+        log = node.log()
+        assert log.count("presence backend unavailable") <= 1  # one line per change
+    finally:
+        node.stop()
