@@ -9,10 +9,11 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from orbridge.rooms.roles import Role
 from orbridge.signaling.cli.client import ProtocolError, RoomClient
@@ -47,18 +48,36 @@ async def client(node: ServerProcess, role: Role, identity: str) -> RoomClient:
     return c
 
 
+class Room:
+    """A monitor and an expert on node A, an expert on node B; `more` for later joiners."""
+
+    def __init__(self, monitor: RoomClient, here: RoomClient, there: RoomClient) -> None:
+        self.monitor, self.here, self.there = monitor, here, there
+        self.more: list[RoomClient] = []
+
+
+@pytest_asyncio.fixture
+async def room(nodes: tuple[ServerProcess, ServerProcess]) -> AsyncIterator[Room]:
+    a, b = nodes
+    people = Room(
+        await client(a, Role.DEVICE, "monitor-1"),
+        await client(a, Role.EXPERT, "dr-wang"),
+        await client(b, Role.EXPERT, "dr-li"),
+    )
+    yield people
+    for c in [people.monitor, people.here, people.there, *people.more]:
+        await c.close()
+
+
 def spo2(value: float) -> dict[str, Any]:
     return {"numerics": [{"kind": "spo2", "value": value, "unit": "%"}]}
 
 
 async def test_an_alarm_during_a_redis_outage_reaches_every_node(
-    redis: RedisProcess, nodes: tuple[ServerProcess, ServerProcess]
+    redis: RedisProcess, nodes: tuple[ServerProcess, ServerProcess], room: Room
 ) -> None:
-    a, b = nodes
-    monitor = await client(a, Role.DEVICE, "monitor-1")
-    here = await client(a, Role.EXPERT, "dr-wang")
-    there = await client(b, Role.EXPERT, "dr-li")
-    clients = [monitor, here, there]
+    _, b = nodes
+    monitor, here, there = room.monitor, room.here, room.there
     try:
         await monitor.request("publish_vitals", spo2(97))
         await there.next_event("vitals", wait=5)
@@ -80,7 +99,7 @@ async def test_an_alarm_during_a_redis_outage_reaches_every_node(
         assert remote["id"] == alarm["id"]
         delay = time.monotonic() - back
         late = await client(b, Role.TRAINEE, "student-chen")
-        clients.append(late)
+        room.more.append(late)
         assert late.snapshot is not None
         assert [x["id"] for x in late.snapshot["vitals"]["alarms"]] == [alarm["id"]]
         await asyncio.sleep(2.0)  # resyncs have run on both nodes
@@ -88,9 +107,6 @@ async def test_an_alarm_during_a_redis_outage_reaches_every_node(
         print(f"alarm reached the other node {delay:.2f} s after Redis returned")
     except ProtocolError as exc:
         raise AssertionError(f"refused during the outage: {exc}") from exc
-    finally:
-        for c in clients:
-            await c.close()
 
 
 def http(node: ServerProcess, path: str) -> tuple[int, Any]:
@@ -115,49 +131,42 @@ ARROW = {"type": "arrow", "track_id": "TR_0123456789ab", "points": [[0.2, 0.3], 
 
 
 async def test_a_redis_outage_degrades_only_what_needs_redis(
-    redis: RedisProcess, nodes: tuple[ServerProcess, ServerProcess]
+    redis: RedisProcess, nodes: tuple[ServerProcess, ServerProcess], room: Room
 ) -> None:
     a, b = nodes
-    monitor = await client(a, Role.DEVICE, "monitor-1")
-    expert = await client(a, Role.EXPERT, "dr-wang")
-    remote = await client(b, Role.EXPERT, "dr-li")
-    clients = [monitor, expert, remote]
-    try:
-        redis.stop()
-        await asyncio.sleep(0.5)
-        # everything among participants of node A goes on, answered ok
-        await monitor.request("publish_vitals", spo2(96))
-        assert (await expert.next_event("vitals", wait=2))["numerics"][0]["value"] == 96
-        await expert.request("annotate", ARROW)
-        await expert.request("update", {"quality": "poor"})
-        newcomer = await client(a, Role.SURGEON, "dr-ma")  # a join during the outage
-        clients.append(newcomer)
-        assert newcomer.snapshot is not None
-        assert newcomer.snapshot.get("degraded") == ["presence"]
-        assert "dr-ma" in {p["identity"] for p in newcomer.snapshot["participants"]}
-        assert len(newcomer.snapshot["overlay"]) == 1
-        status, health = http(a, "/healthz")
-        assert status == 503 and health["status"] == "degraded" and health["reasons"]
-        status, room = http(a, "/api/rooms/or-1")
-        assert status == 200 and room["degraded"] == ["presence"]
-        await asyncio.sleep(4.5)  # 5 s in all
-        redis.start()
-        back = time.monotonic()
-        # presence is re-asserted: node B sees node A's participants again, the newcomer too
-        while time.monotonic() - back < 10:
-            status, room = http(b, "/api/rooms/or-1")
-            seen = {p["identity"] for p in room.get("participants", [])}
-            if status == 200 and {"dr-ma", "dr-wang", "monitor-1", "dr-li"} <= seen:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError(f"presence not resynchronised: {room}")
-        resync = time.monotonic() - back
-        assert await healthy(a, within=5), http(a, "/healthz")
-        print(f"presence resynchronised {resync:.2f} s after Redis returned")
-    finally:
-        for c in clients:
-            await c.close()
+    monitor, expert = room.monitor, room.here
+    redis.stop()
+    await asyncio.sleep(0.5)
+    # everything among participants of node A goes on, answered ok
+    await monitor.request("publish_vitals", spo2(96))
+    assert (await expert.next_event("vitals", wait=2))["numerics"][0]["value"] == 96
+    await expert.request("annotate", ARROW)
+    await expert.request("update", {"quality": "poor"})
+    newcomer = await client(a, Role.SURGEON, "dr-ma")  # a join during the outage
+    room.more.append(newcomer)
+    assert newcomer.snapshot is not None
+    assert newcomer.snapshot.get("degraded") == ["presence"]
+    assert "dr-ma" in {p["identity"] for p in newcomer.snapshot["participants"]}
+    assert len(newcomer.snapshot["overlay"]) == 1
+    status, health = http(a, "/healthz")
+    assert status == 503 and health["status"] == "degraded" and health["reasons"]
+    status, room = http(a, "/api/rooms/or-1")
+    assert status == 200 and room["degraded"] == ["presence"]
+    await asyncio.sleep(4.5)  # 5 s in all
+    redis.start()
+    back = time.monotonic()
+    # presence is re-asserted: node B sees node A's participants again, the newcomer too
+    while time.monotonic() - back < 10:
+        status, room = http(b, "/api/rooms/or-1")
+        seen = {p["identity"] for p in room.get("participants", [])}
+        if status == 200 and {"dr-ma", "dr-wang", "monitor-1", "dr-li"} <= seen:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"presence not resynchronised: {room}")
+    resync = time.monotonic() - back
+    assert await healthy(a, within=5), http(a, "/healthz")
+    print(f"presence resynchronised {resync:.2f} s after Redis returned")
 
 
 async def test_a_node_starts_without_redis_and_joins_the_cluster_later(
