@@ -9,6 +9,8 @@ bash scripts/bootstrap.sh --system --test
 # One pass, in asyncio's debug mode, with never-awaited coroutines and unraisable errors as
 # failures (tests/conftest.py also fails a test whose background task lost an exception),
 # and a coverage report at the end. Every test has a 300 s timeout (pyproject.toml).
+# The whole run is also bounded (45 min, then TERM and KILL): a hang that holds the GIL stops
+# even pytest-timeout's own thread.
 export PYTHONASYNCIODEBUG=1
-exec .venv/bin/python -m pytest -W error::RuntimeWarning \
+exec timeout --kill-after=30 2700 .venv/bin/python -m pytest -W error::RuntimeWarning \
   -W error::pytest.PytestUnraisableExceptionWarning --cov --cov-report=term "$@"

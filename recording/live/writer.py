@@ -370,6 +370,8 @@ class SegmentWriter:
         packet.time_base = self._time_base
         packet.is_keyframe = keyframe
         packet.stream = self._stream
+        # Known limit: PyAV keeps the GIL while this write blocks (a hung disk or NFS mount),
+        # which stalls every thread of the process, the event loop too. Tracked for #11.
         self._container.mux(packet)
         stats = self.stats
         stats.packets_written += 1
