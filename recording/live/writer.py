@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import errno
 import fractions
+import io
 import json
 import logging
 import os
@@ -217,6 +218,7 @@ class SegmentWriter:
         self._next_sync = 0.0
         self._window: list[float] | None = None  # [media s of its start, least offset ms]
         self._fd: int | None = None
+        self._file: io.FileIO | None = None  # the segment's file, owned by the thread
         self._last_fsync = 0.0
         self._thread = threading.Thread(target=self._run, name=f"rec:{self.name}", daemon=True)
         self._thread.start()
@@ -335,7 +337,17 @@ class SegmentWriter:
     def _open(self, data: bytes, ts: int, arrival_ms: int) -> None:
         spec = self._spec
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        container = av.open(str(self.path), "w", format=spec.format, options=dict(_MUX_OPTIONS))
+        # The file is ours, not FFmpeg's: PyAV keeps the GIL while FFmpeg opens a file and
+        # writes its header, so a hung disk, NFS mount or FIFO there froze every thread of the
+        # process, the event loop too. Python's file object releases the GIL in open() and
+        # write(), so a stalled disk stalls only this thread.
+        file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed by _release()
+        try:
+            container = av.open(file, "w", format=spec.format, options=dict(_MUX_OPTIONS))
+        except BaseException:
+            file.close()
+            raise
+        self._file = file
         try:
             if spec.video:
                 size = (vp8_frame_size if self.codec == "VP8" else h264_frame_size)(data)
@@ -353,13 +365,8 @@ class SegmentWriter:
         self.info.first_ts = ts
         self.info.first_arrival_ms = arrival_ms
         with contextlib.suppress(OSError):
-            # Non-blocking: a special file (a FIFO) must not hang the thread here; only a
-            # regular file is fsynced.
-            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                self._fd = fd
-            else:
-                os.close(fd)
+            if stat.S_ISREG(os.fstat(file.fileno()).st_mode):  # a FIFO or device is not fsynced
+                self._fd = file.fileno()
         self._last_fsync = time.monotonic()
         self._write_sidecar()
 
@@ -370,9 +377,7 @@ class SegmentWriter:
         packet.time_base = self._time_base
         packet.is_keyframe = keyframe
         packet.stream = self._stream
-        # Known limit: PyAV keeps the GIL while this write blocks (a hung disk or NFS mount),
-        # which stalls every thread of the process, the event loop too. Tracked for #11.
-        self._container.mux(packet)
+        self._container.mux(packet)  # a blocked write blocks here, in file.write, GIL released
         stats = self.stats
         stats.packets_written += 1
         stats.bytes_written += len(data)
@@ -426,8 +431,7 @@ class SegmentWriter:
             if self._fd is not None:
                 with contextlib.suppress(OSError):
                     os.fsync(self._fd)
-                os.close(self._fd)
-                self._fd = None
+            self._release()
         if self._last_ts is not None:
             info.duration = (self._last_ts + self._last_duration) / self._spec.clock_rate
         info.packets = self.stats.packets_written
@@ -439,6 +443,13 @@ class SegmentWriter:
                 self._write_sidecar()
             except Exception as exc:
                 self._fail(exc)
+
+    def _release(self) -> None:
+        self._fd = None  # the file's own descriptor: closed with it
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
 
     def _write_sidecar(self) -> None:
         # Atomic replace: a crash leaves the old or the new sidecar, never half of one.
@@ -464,10 +475,7 @@ class SegmentWriter:
             with contextlib.suppress(Exception):
                 self._container.close()
             self._container = None
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
+        self._release()
         callback = self._on_error
         if callback is None:
             return

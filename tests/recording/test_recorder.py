@@ -10,6 +10,7 @@ import os
 import signal
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -177,18 +178,69 @@ async def test_a_stalled_disk_never_blocks_the_event_loop(tmp_path: Path) -> Non
     assert not any(accepted[50:]) and writer.stats.dropped_overflow == 149
     # the first overflow, then each later keyframe that found the queue still full
     assert writer.stats.overflow_events == 4 and writer.qsize == 50
-    # The disk comes back: another process reads the FIFO. (Not a thread of ours: PyAV holds
-    # the GIL while its write blocks on the full pipe, so a reader thread here could never run;
-    # see the note in recording/live/writer.py.)
-    drain = await asyncio.create_subprocess_exec(
-        "cat", str(fifo), stdout=asyncio.subprocess.DEVNULL
-    )
+    # The disk comes back: a thread of this process reads the FIFO. It can only run because
+    # the writer thread blocks in Python's file I/O with the GIL released (FFmpeg's own I/O
+    # kept the GIL and froze the whole process, the event loop and this reader too).
+    drain = Drain(fifo)
+    async with asyncio.timeout(10):
+        while writer.qsize:  # noqa: ASYNC110 - the thread writes what it held
+            await asyncio.sleep(0.01)
     # after an overflow, only a keyframe resumes the stream (a P-frame would be undecodable)
     assert not writer.write_data(bytes(packets[1]), 200 * 3000, False, 0)
     assert writer.write_data(bytes(packets[0]), 201 * 3000, True, 0)
     info = await writer.close()
-    assert await asyncio.wait_for(drain.wait(), 10) == 0
+    assert await asyncio.to_thread(drain.finished.wait, 10) and drain.total > 0
     assert info.error is None and info.packets == 52
+
+
+async def test_a_hung_disk_never_freezes_the_process(tmp_path: Path) -> None:
+    """The disk hangs (a FIFO nobody reads: opening it blocks): the writer thread blocks and
+    the process's event loop keeps running. FFmpeg's own open kept the GIL there and froze the
+    whole process. In a child process: a frozen interpreter cannot report its own freeze."""
+    fifo = tmp_path / "hung.webm"
+    os.mkfifo(fifo)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.recording.hung_disk_child",
+        str(fifo),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        lines = []
+        async with asyncio.timeout(60):  # encoding the clip takes a few seconds
+            while len(lines) < 51:
+                lines.append((await child.stdout.readline()).decode().strip())
+        assert lines[:50] == [f"tick {n}" for n in range(50)]
+        _, written, _, queued = lines[50].split()
+        assert int(written) == 0 and int(queued) > 0  # stuck, not done
+        drain = Drain(fifo)
+        async with asyncio.timeout(30):
+            closed = (await child.stdout.readline()).decode().split()
+            assert await child.wait() == 0
+        assert closed == ["closed", "300", "error", "None"]
+        assert await asyncio.to_thread(drain.finished.wait, 10) and drain.total > 0
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+
+
+class Drain:
+    """Reads a FIFO to its end in a daemon thread: a failed test must not hang the run."""
+
+    def __init__(self, source: Path) -> None:
+        self.total = 0
+        self.finished = threading.Event()
+        threading.Thread(target=self._run, args=(source,), daemon=True).start()
+
+    def _run(self, source: Path) -> None:
+        with open(source, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                self.total += len(chunk)
+        self.finished.set()
 
 
 async def test_disk_full_reports_error_without_raising(tmp_path: Path, vp8_packets) -> None:  # type: ignore[no-untyped-def]
