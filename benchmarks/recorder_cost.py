@@ -27,7 +27,8 @@ import av
 from aiortc.contrib.media import MediaRecorder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from orbridge.media.sim.sources import FileVideoTrack, write_clip
+from orbridge.media.sim.clip import write_clip
+from orbridge.media.sim.sources import FileVideoTrack
 from orbridge.recording.live.writer import SegmentWriter
 
 

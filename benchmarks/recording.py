@@ -23,7 +23,7 @@ from typing import Any
 
 from benchmarks import recorder_cost
 from benchmarks.common import cpu_seconds, pinned_server
-from orbridge.media.sim.sources import write_clip
+from orbridge.media.sim.clip import write_clip
 from orbridge.rooms import tokens
 from orbridge.rooms.roles import Role
 from orbridge.signaling.cli.client import RoomClient

@@ -42,7 +42,7 @@ def pinned(core: int, *cmd: str) -> list[str]:
 
 
 def make_clip(path: Path, seconds: float, width: int, height: int, fps: int, bitrate: int) -> None:
-    from orbridge.media.sim.sources import (
+    from orbridge.media.sim.clip import (
         write_clip,  # the synthetic laparoscopy picture, encoded once
     )
 

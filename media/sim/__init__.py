@@ -1,1 +1,2 @@
-"""Synthetic media sources: the laparoscopy-like scene, encoders, packet tracks, clips."""
+"""Synthetic media sources: the laparoscopy-like scene, its timestamp code, the encoder, packet
+tracks, clips."""

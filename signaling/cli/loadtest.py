@@ -92,7 +92,7 @@ class Run:
         return install
 
     async def _consume(self, result: SubscriberResult, track: MediaStreamTrack) -> None:
-        from orbridge.media.sim.scene import read_timestamp  # only decoding subscribers need it
+        from orbridge.media.sim.timecode import read_timestamp  # only decoding subscribers need it
 
         while True:
             try:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from playwright.async_api import expect
 
-from orbridge.media.sim.scene import read_timestamp
+from orbridge.media.sim.timecode import read_timestamp
 from orbridge.recording.eventlog import read_events
 from orbridge.recording.manifest import Manifest
 from orbridge.rooms.annotations.model import color_for

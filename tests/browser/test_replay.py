@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from playwright.async_api import Page, expect
 
-from orbridge.media.sim.scene import read_timestamp
+from orbridge.media.sim.timecode import read_timestamp
 from orbridge.recording.live.writer import SegmentWriter
 from orbridge.recording.manifest import Manifest, Segment, TrackEntry
 from orbridge.rooms import tokens

@@ -18,8 +18,8 @@ import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from orbridge.media.client import MediaClient, Outgoing
-from orbridge.media.sim.scene import read_timestamp
 from orbridge.media.sim.sources import SyntheticVideoTrack, wire_keyframe_requests
+from orbridge.media.sim.timecode import read_timestamp
 from orbridge.recording.eventlog import read_events
 from orbridge.recording.manifest import Manifest, Segment
 from orbridge.rooms.roles import Role

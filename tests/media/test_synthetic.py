@@ -18,24 +18,16 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from orbridge.media.codecs import negotiated_codec, prefer_codec
 from orbridge.media.keyframes import media_ssrc_from_sdp
-from orbridge.media.sim.scene import (
-    BANNER_RECT_720P,
+from orbridge.media.sim.clip import write_clip
+from orbridge.media.sim.encoder import VIDEO_TIME_BASE, VideoEncoder
+from orbridge.media.sim.scene import BANNER_RECT_720P, SyntheticScene, banner_rect, scope_circle
+from orbridge.media.sim.sources import FileVideoTrack, SyntheticVideoTrack, wire_keyframe_requests
+from orbridge.media.sim.timecode import (
     CODE_RECT_720P,
     FRAME_MODULO,
-    SyntheticScene,
-    banner_rect,
     code_rect,
     encode_bits,
     read_timestamp,
-    scope_circle,
-)
-from orbridge.media.sim.sources import (
-    VIDEO_TIME_BASE,
-    FileVideoTrack,
-    SyntheticVideoTrack,
-    VideoEncoder,
-    wire_keyframe_requests,
-    write_clip,
 )
 from orbridge.media.tap import set_receive_mode
 

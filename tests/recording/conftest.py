@@ -10,8 +10,9 @@ import av
 import cv2
 import pytest
 
-from orbridge.media.sim.scene import SyntheticScene, read_timestamp
-from orbridge.media.sim.sources import VideoEncoder
+from orbridge.media.sim.encoder import VideoEncoder
+from orbridge.media.sim.scene import SyntheticScene
+from orbridge.media.sim.timecode import read_timestamp
 from tests.media.conftest import media_env, rig  # noqa: F401  (fixtures reused as they are)
 
 TB90K = fractions.Fraction(1, 90000)

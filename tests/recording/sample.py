@@ -19,8 +19,8 @@ from typing import Any
 import av
 import cv2
 
+from orbridge.media.sim.encoder import VideoEncoder
 from orbridge.media.sim.scene import SyntheticScene
-from orbridge.media.sim.sources import VideoEncoder
 from orbridge.recording.eventlog import EventLog
 from orbridge.recording.live.writer import SegmentWriter
 from orbridge.recording.manifest import (

@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 import pytest
 
-from orbridge.media.sim.scene import BANNER_RECT, SyntheticScene, banner_rect, read_timestamp
+from orbridge.media.sim.scene import BANNER_RECT, SyntheticScene, banner_rect
+from orbridge.media.sim.timecode import read_timestamp
 from orbridge.recording.eventlog import read_events
 from orbridge.recording.export.deidentify import (
     ENTER_OUT,

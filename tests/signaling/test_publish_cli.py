@@ -15,8 +15,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from orbridge.media import tap
 from orbridge.media.client import MediaClient
-from orbridge.media.sim.scene import read_timestamp
-from orbridge.media.sim.sources import write_clip
+from orbridge.media.sim.clip import write_clip
+from orbridge.media.sim.timecode import read_timestamp
 from orbridge.signaling.cli.main import build_parser, main
 from orbridge.signaling.cli.publish import parse_bitrate, parse_size, run_publish
 from tests.conftest import LiveNode

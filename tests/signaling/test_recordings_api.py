@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from yarl import URL
 
-from orbridge.media.sim.scene import read_timestamp
+from orbridge.media.sim.timecode import read_timestamp
 from orbridge.recording.library.store import THUMBNAIL
 from orbridge.recording.library.thumbnails import ensure_thumbnail
 from orbridge.recording.manifest import Consent, Manifest, ParticipantEntry
