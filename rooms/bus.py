@@ -18,6 +18,8 @@ from typing import Any
 
 import redis.asyncio as redis_async
 
+from orbridge.rooms.redis_connect import redis_client
+
 log = logging.getLogger("orbridge.bus")
 
 Deliver = Callable[[dict[str, Any]], Awaitable[None]]
@@ -74,9 +76,7 @@ class RedisBus(RoomBus):
                  retry_s: float = 0.5) -> None:  # fmt: skip
         self.channel = channel
         self.origin = uuid.uuid4().hex
-        self._redis = redis_async.Redis.from_url(
-            url, socket_connect_timeout=2.0, socket_timeout=5.0
-        )
+        self._redis = redis_client(url, socket_connect_timeout=2.0, socket_timeout=5.0)
         self._deliver: Deliver | None = None
         self._outbox: deque[tuple[bool, str]] = deque()  # (sticky, payload) oldest first
         self._outbox_limit = outbox

@@ -22,7 +22,6 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import ParamSpec, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as redis_async
 
@@ -36,6 +35,7 @@ from orbridge.rooms.presence import (
     join_order,
     summarize,
 )
+from orbridge.rooms.redis_connect import redacted, redis_client
 
 log = logging.getLogger("orbridge.presence")
 P = ParamSpec("P")
@@ -199,7 +199,7 @@ class RedisPresence(PresenceStore):
         super().__init__(ttl_ms)
         self.url = url
         self.prefix = prefix
-        self._redis: redis_async.Redis = redis_async.Redis.from_url(
+        self._redis: redis_async.Redis = redis_client(
             url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=5.0
         )
         self._add = self._redis.register_script(_ADD)
@@ -234,7 +234,7 @@ class RedisPresence(PresenceStore):
     async def start(self) -> None:
         # A node starts without Redis: the heartbeat connects when it appears.
         if not await self.ping():
-            log.error("presence: Redis at %s is unavailable; starting degraded", _safe(self.url))
+            log.error("presence: Redis at %s is unavailable; starting degraded", redacted(self.url))
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -340,13 +340,3 @@ class RedisPresence(PresenceStore):
             )
             claimed += [Participant.from_json(raw) for raw in raws]
         return claimed
-
-
-def _safe(url: str) -> str:
-    """A Redis URL without its password, for the log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make this checkout ready to run: a Python >= 3.11 virtualenv in .venv with orbridge
 # installed (editable), and with --system the machine packages the tests need
-# (redis-server, Debian's chromium). Idempotent and quick when nothing changed.
+# (redis-server, redis-sentinel, Debian's chromium). Idempotent and quick when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +25,7 @@ as_root() {
 if [ "$want_system" = 1 ]; then
   missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "bootstrap: installing ${missing[*]} with apt-get"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what is missing (Python deps, redis-server, chromium) and run the whole test suite.
+# Install what is missing (Python deps, redis-server, redis-sentinel, chromium) and run the whole test suite.
 # Extra arguments go to pytest, e.g. ./scripts/test.sh -k presence
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from orbridge.rooms.redis_connect import parse_redis_url
+
 ENV_PREFIX = "ORBRIDGE_"
 MIN_SECRET_LENGTH = 32
 
@@ -79,6 +81,13 @@ class Settings(BaseModel):
         if value is not None and len(value) < MIN_SECRET_LENGTH:
             raise ValueError(f"the secret must have at least {MIN_SECRET_LENGTH} characters")
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value:
+            parse_redis_url(value)  # ValueError names what is wrong
+        return value or None
 
     @field_validator("heartbeat_interval")
     @classmethod

@@ -15,6 +15,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import redis
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789-abcdefghij"
 
@@ -61,10 +63,12 @@ class RedisProcess:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> RedisProcess:
+    def start(self, replica_of: str | None = None) -> RedisProcess:
+        """Start it, as a replica of ``"host port"`` if given."""
+        replication = ["--replicaof", replica_of] if replica_of else []
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
+             "--appendonly", "no", *replication],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -86,6 +90,66 @@ class RedisProcess:
         self.proc.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
 
     def __enter__(self) -> RedisProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SentinelGroup:
+    """A Redis master, one replica and one redis-sentinel watching them (quorum 1), all real
+    processes on free loopback ports, with a failover a second after the master dies."""
+
+    SERVICE = "orbridge"
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-sentinel")
+        if binary is None:
+            raise RuntimeError("redis-sentinel is not installed: run scripts/test.sh")
+        self.binary = binary
+        self.master = RedisProcess()
+        self.replica = RedisProcess()
+        self.port = free_port()
+        self.conf = workdir / "sentinel.conf"
+        self.url = f"redis+sentinel://127.0.0.1:{self.port}/0/{self.SERVICE}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SentinelGroup:
+        self.master.start()
+        self.replica.start(f"127.0.0.1 {self.master.port}")
+        self.conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndaemonize no\n"
+            f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.master.port} 1\n"
+            f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+            f"sentinel failover-timeout {self.SERVICE} 5000\n"
+            f"sentinel parallel-syncs {self.SERVICE} 1\n"
+        )
+        self.proc = subprocess.Popen(
+            [self.binary, str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if not wait_until(lambda: _tcp_open(self.port), 10):
+            self.stop()
+            raise RuntimeError("redis-sentinel did not start")
+        return self
+
+    def master_port(self) -> int | None:
+        """The port the sentinel names as the master now (None if it cannot say)."""
+        try:
+            with redis.Redis(port=self.port, socket_timeout=1) as client:
+                address = client.sentinel_get_master_addr_by_name(self.SERVICE)
+        except (redis.RedisError, OSError):
+            return None
+        return int(address[1]) if address else None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+        self.replica.stop()
+        self.master.stop()
+
+    def __enter__(self) -> SentinelGroup:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

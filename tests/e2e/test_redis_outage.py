@@ -1,6 +1,7 @@
 """Two `orbridge serve` processes on a real Redis that stops for 5 s: an alarm raised during the
 outage reaches the room on its own node at once and the other node's clients when Redis is back,
-once each; vitals keep flowing on the node that has the monitor."""
+once each; vitals keep flowing on the node that has the monitor. And the same cluster on Redis
+Sentinel, through a real failover."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+import redis as redis_py
 
 from orbridge.rooms.roles import Role
 from orbridge.signaling.cli.client import ProtocolError, RoomClient
 from tests.conftest import mint
-from tests.support import RedisProcess, ServerProcess
+from tests.support import RedisProcess, SentinelGroup, ServerProcess
 
 pytestmark = pytest.mark.cluster
 
@@ -184,3 +187,51 @@ async def test_a_node_starts_without_redis_and_joins_the_cluster_later(
         assert log.count("presence backend unavailable") <= 1  # one line per change
     finally:
         node.stop()
+
+
+async def test_a_sentinel_failover_keeps_the_cluster_whole(tmp_path: Path) -> None:
+    """The master dies; the sentinel promotes the replica; both nodes follow it: an alarm
+    raised meanwhile reaches the other node, presence is whole again on the new master and
+    both nodes are healthy, without a restart."""
+    with SentinelGroup(tmp_path) as group:
+        common = ("--redis", group.url, "--api-key", API_KEY, *FAST)
+        a = ServerProcess(*common, "--node-id", "node-a")
+        b = ServerProcess(*common, "--node-id", "node-b")
+        people: list[RoomClient] = []
+        try:
+            assert await healthy(a, within=10) and await healthy(b, within=10)
+            people.append(await client(a, Role.DEVICE, "monitor-1"))
+            people.append(await client(a, Role.EXPERT, "dr-wang"))
+            people.append(await client(b, Role.EXPERT, "dr-li"))
+            monitor, here, there = people
+            await monitor.request("publish_vitals", spo2(97))
+            assert (await there.next_event("vitals", wait=5))["numerics"][0]["value"] == 97
+            old_master = group.master.port
+            group.master.stop()  # the master is gone for good
+            died = time.monotonic()
+            await monitor.request("publish_vitals", spo2(85))
+            alarm = await here.next_event("alarm_raised", wait=2)
+            deadline = time.monotonic() + 20
+            while group.master_port() in (old_master, None):
+                assert time.monotonic() < deadline, "the sentinel did not fail over"
+                await asyncio.sleep(0.1)
+            assert group.master_port() == group.replica.port
+            remote = await there.next_event("alarm_raised", wait=15)
+            assert remote["id"] == alarm["id"]
+            delivered = time.monotonic() - died
+            late = await client(b, Role.TRAINEE, "student-chen")
+            people.append(late)
+            assert late.snapshot is not None
+            assert [x["id"] for x in late.snapshot["vitals"]["alarms"]] == [alarm["id"]]
+            assert {"monitor-1", "dr-wang", "dr-li"} <= {
+                p["identity"] for p in late.snapshot["participants"]
+            }
+            assert await healthy(a, within=10) and await healthy(b, within=10)
+            with redis_py.Redis(port=group.replica.port, decode_responses=True) as new_master:
+                assert new_master.keys("orbridge:*")  # presence lives on the new master
+            print(f"alarm reached the other node {delivered:.2f} s after the master died")
+        finally:
+            for c in people:
+                await c.close()
+            a.stop()
+            b.stop()

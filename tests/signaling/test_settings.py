@@ -88,3 +88,10 @@ def test_candidate_addresses() -> None:
         load_settings(flags={"announced_address": "example.org"}, environ={})
     with pytest.raises(SettingsError, match="video_codec"):
         load_settings(flags={"video_codec": "AV1"}, environ={})
+
+
+def test_settings_refuse_a_malformed_redis_url_at_start() -> None:
+    with pytest.raises(SettingsError, match="redis_url"):
+        load_settings(flags={"redis_url": "redis+sentinel://127.0.0.1:26379/orbridge"})
+    ok = load_settings(flags={"redis_url": "redis+sentinel://127.0.0.1:26379/0/orbridge"})
+    assert ok.redis_url == "redis+sentinel://127.0.0.1:26379/0/orbridge"
