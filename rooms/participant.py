@@ -23,6 +23,8 @@ class Participant:
     transport: str = "unknown"  # websocket | polling
     quality: str = "unknown"  # reported by the client: good | fair | poor | unknown
     attributes: dict[str, str] = field(default_factory=dict)
+    token_id: str = ""  # the jti of the session's latest token (never shown to others)
+    token_chain: str = ""  # the jti its session started with: revoked on removal
 
     def public(self) -> dict[str, Any]:
         """What other participants and the HTTP API see (no connection ids)."""

@@ -25,7 +25,9 @@ LIBRARY_GLOB_RE = re.compile(r"^[A-Za-z0-9*?][A-Za-z0-9._*?-]{0,63}$")
 MAX_LIBRARY_GLOBS = 16
 LIBRARY_ROOM = "library"  # the room claim of a library token (it joins no room)
 MAX_DISPLAY_NAME = 80
-MAX_TTL_S = 7 * 24 * 3600
+MAX_TTL_S = 7 * 24 * 3600  # what `mint` accepts; a server also caps it (`max_token_ttl`)
+DEFAULT_MAX_TTL_S = 24 * 3600
+LEEWAY_S = 5
 _TTL_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -39,6 +41,16 @@ class Claims:
     grants: frozenset[Grant]
     expires_at: int  # seconds since the epoch
     library: tuple[str, ...] = ()  # room globs of a library token; empty for a join token
+    jti: str = ""  # this token's id
+    chain: str = ""  # the id of the first token this one was refreshed from (itself if none)
+    issued_at: int = 0
+
+    @property
+    def lifetime_s(self) -> int:
+        return self.expires_at - self.issued_at
+
+    def expired(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) > self.expires_at + LEEWAY_S
 
     def allows(self, grant: Grant) -> bool:
         return grant in self.grants
@@ -128,10 +140,37 @@ def mint(
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 
-def verify(secret: str, token: object, room: str | None = None) -> Claims:
-    """Check signature, expiry, issuer and claims; raise DomainError with a reason code.
+def refresh(secret: str, claims: Claims, max_ttl_s: int = DEFAULT_MAX_TTL_S,
+            now: float | None = None) -> str:  # fmt: skip
+    """A new token with the same claims, a fresh expiry (the old one's lifetime, within
+    `max_ttl_s`), a new id, and the same chain: a refreshed token is traceable to (and revoked
+    with) the token its session started with."""
+    issued = int(now if now is not None else time.time())
+    ttl = max(1, min(claims.lifetime_s, max_ttl_s))
+    payload: dict[str, object] = {
+        "iss": ISSUER,
+        "sub": claims.identity,
+        "room": claims.room,
+        "name": claims.name,
+        "role": claims.role.value,
+        "grants": sorted(g.value for g in claims.grants),  # exactly these, never the role's
+        "iat": issued,
+        "nbf": issued - 30,
+        "exp": issued + ttl,
+        "jti": uuid.uuid4().hex,
+        "chain": claims.chain or claims.jti,
+    }
+    if claims.library:
+        payload["library"] = list(claims.library)
+    return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
-    With `room` (joining it), a library token is refused: it opens recordings only."""
+
+def verify(secret: str, token: object, room: str | None = None,
+           max_ttl_s: int | None = DEFAULT_MAX_TTL_S) -> Claims:  # fmt: skip
+    """Check signature, expiry, issuer, lifetime and claims; raise DomainError with a code.
+
+    With `room` (joining it), a library token is refused: it opens recordings only. A token
+    whose lifetime (`exp - iat`) is over `max_ttl_s` is refused whoever signed it."""
     if not isinstance(token, str) or not token:
         raise DomainError("token_missing", "a join token is required")
     if len(token) > 4096:
@@ -143,14 +182,14 @@ def verify(secret: str, token: object, room: str | None = None) -> Claims:
             algorithms=[ALGORITHM],
             issuer=ISSUER,
             options={"require": ["exp", "iat", "sub", "iss"]},
-            leeway=5,
+            leeway=LEEWAY_S,
         )
     except jwt.ExpiredSignatureError as exc:
         raise DomainError("token_expired", "the token has expired; ask for a new one") from exc
     except jwt.InvalidSignatureError as exc:
         raise DomainError("token_invalid", "the token's signature is not valid") from exc
     except jwt.PyJWTError as exc:
-        raise DomainError("token_invalid", f"the token is not valid: {exc}") from exc
+        raise DomainError("token_invalid", _jwt_reason(exc)) from exc
     try:
         claims_room = check_name("room", str(payload["room"]))
         identity = check_name("identity", str(payload["sub"]))
@@ -158,8 +197,20 @@ def verify(secret: str, token: object, room: str | None = None) -> Claims:
         role = Role(payload["role"])
         grants = frozenset(Grant(g) for g in payload["grants"])
         library = check_library(payload["library"]) if "library" in payload else ()
+        issued, expires = int(payload["iat"]), int(payload["exp"])
+        jti = str(payload.get("jti") or "")
+        chain = str(payload.get("chain") or jti)
+        if len(jti) > 64 or len(chain) > 64:
+            raise ValueError("jti")
     except (KeyError, ValueError, TypeError) as exc:
-        raise DomainError("token_invalid", f"the token's claims are not valid: {exc}") from exc
+        field = exc.args[0] if isinstance(exc, KeyError) and exc.args else None
+        what = f" ({field})" if isinstance(field, str) and field in _CLAIMS else ""
+        raise DomainError("token_invalid", f"the token's claims are not valid{what}") from exc
+    if max_ttl_s is not None and expires - issued > max_ttl_s + LEEWAY_S:
+        raise DomainError(
+            "token_invalid",
+            f"the token lives longer than this server allows ({max_ttl_s // 3600} h at most)",
+        )
     if not grants <= ceiling(role):
         raise DomainError("token_invalid", f"the token grants more than a {role.value} may have")
     if room is not None and library:
@@ -172,9 +223,28 @@ def verify(secret: str, token: object, room: str | None = None) -> Claims:
         name=name,
         role=role,
         grants=grants,
-        expires_at=int(payload["exp"]),
+        expires_at=expires,
         library=library,
+        jti=jti,
+        chain=chain,
+        issued_at=issued,
     )
+
+
+_CLAIMS = frozenset({"room", "sub", "name", "role", "grants", "library", "iat", "exp"})
+
+
+def _jwt_reason(exc: Exception) -> str:
+    # Our words for PyJWT's failures: its messages are not a protocol.
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "the token is not valid yet (check the clocks)"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "the token was not issued by orbridge"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"the token lacks the {exc.claim!r} claim"
+    if isinstance(exc, jwt.DecodeError):
+        return "the token is not a well-formed JWT"
+    return "the token is not valid"
 
 
 def join_url(base_url: str, room: str, token: str) -> str:

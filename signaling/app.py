@@ -20,6 +20,7 @@ from orbridge.rooms.bus import LocalBus, RedisBus, RoomBus
 from orbridge.rooms.presence import MemoryPresence, NodeInfo, PresenceStore
 from orbridge.rooms.presence_redis import RedisPresence
 from orbridge.rooms.room import RoomRegistry
+from orbridge.rooms.sanctions import Sanctions
 from orbridge.rooms.service import RoomService
 from orbridge.rooms.vitals.hub import VitalsHub
 from orbridge.rooms.vitals.model import VitalsBatch
@@ -112,13 +113,15 @@ def create_app(
         client_manager=manager,
         cors_allowed_origins=origins,
         max_http_buffer_size=ENGINEIO_MAX_BYTES,
-        ping_interval=10,
-        ping_timeout=10,
+        # A dead client (no FIN: a hung OR laptop, a cut link) is declared gone within 9 s.
+        ping_interval=4,
+        ping_timeout=5,
         logger=False,
         engineio_logger=False,
     )
     metrics = Metrics()
-    namespace = RoomNamespace(settings, secret, rooms, metrics)
+    sanctions = Sanctions(settings.redis_url, prefix=settings.redis_prefix)
+    namespace = RoomNamespace(settings, secret, rooms, metrics, sanctions=sanctions)
     rooms.bind(namespace)
     router = build_media(settings, namespace, router_class)
 
@@ -166,6 +169,8 @@ def create_app(
         await vitals.start()
         await annotations.start()
         await recordings.repair()
+        await sanctions.start()
+        namespace.start()
         if mllp is not None:
             await mllp.start()  # a port in use raises OSError: the CLI says "cannot serve"
         log.info(
@@ -186,6 +191,7 @@ def create_app(
         await vitals.close()
         await annotations.close()
         await registry.stop()
+        await sanctions.close()
         await presence.close()
 
     app.on_startup.append(start)

@@ -49,6 +49,8 @@ class Settings(BaseModel):
     # A room's consultation (overlay, vitals, alarms, limits) ends after it has been empty on
     # every node this long (seconds), or when a moderator sends end_consultation.
     room_empty_timeout: float = Field(300.0, gt=0, le=24 * 3600)
+    # The longest a join token may live, whoever minted it (refresh_token re-mints within it).
+    max_token_ttl: int = Field(24 * 3600, ge=60, le=7 * 24 * 3600)
     # media (WebRTC)
     video_codec: Literal["VP8", "H264"] = "VP8"
     ice_addresses: list[str] = Field(default_factory=list)  # default: the listen host if specific

@@ -58,7 +58,11 @@ class LiveNode:
 
     async def client(self, room: str, role: Role | str, identity: str | None = None,
                      name: str = "Tester", join: bool = True, **kw: Any) -> RoomClient:  # fmt: skip
-        client = RoomClient(self.url, self.token(room, role, name, identity, **kw))
+        return await self.client_with(self.token(room, role, name, identity, **kw), join=join)
+
+    async def client_with(self, token: str, join: bool = True) -> RoomClient:
+        """A client connected with this very token (a copied link, a refreshed token)."""
+        client = RoomClient(self.url, token)
         self.clients.append(client)
         await client.connect()
         if join:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -62,13 +63,16 @@ class RedisProcess:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
+        # Its own directory: a replica's full sync writes an RDB file even with --save "".
+        self.dir = tempfile.mkdtemp(prefix="orbridge-redis-")
 
     def start(self, replica_of: str | None = None) -> RedisProcess:
         """Start it, as a replica of ``"host port"`` if given."""
         replication = ["--replicaof", replica_of] if replica_of else []
+        os.makedirs(self.dir, exist_ok=True)
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", *replication],
+             "--appendonly", "no", "--dir", self.dir, *replication],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -84,6 +88,7 @@ class RedisProcess:
                 self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def freeze(self, frozen: bool = True) -> None:
         assert self.proc is not None

@@ -40,6 +40,12 @@ def _serve_parser(sub: Any) -> None:
         type=float,
         help="seconds a room stays empty before its consultation ends (default 300)",
     )
+    p.add_argument(
+        "--max-token-ttl",
+        dest="max_token_ttl",
+        type=tokens.parse_ttl,
+        help="longest lifetime of a join token this server accepts: 90s, 15m, 2h, 1d (default 1d)",
+    )
     p.add_argument("--log-format", dest="log_format", choices=["text", "json"])
     p.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument(
@@ -165,8 +171,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args,
         [
             "secret", "data_dir", "public_url", "host", "port", "redis_url", "node_id",
-            "presence_ttl", "heartbeat_interval", "room_empty_timeout", "log_format",
-            "log_level", "api_keys",
+            "presence_ttl", "heartbeat_interval", "room_empty_timeout", "max_token_ttl",
+            "log_format", "log_level", "api_keys",
             "video_codec", "ice_addresses", "announced_address", "stun_urls", "turn_urls",
             "turn_username", "turn_credential", "keyframe_interval",
             "mllp_port", "mllp_host", "mllp_bindings", "mllp_default_room",
@@ -208,6 +214,12 @@ def cmd_token(args: argparse.Namespace) -> int:
     settings = _load(args, ["secret", "data_dir", "public_url"])
     try:
         ttl = tokens.parse_ttl(args.ttl)
+        if ttl > settings.max_token_ttl:
+            raise ValueError(
+                f"--ttl {args.ttl} is longer than the server accepts (max_token_ttl "
+                f"{settings.max_token_ttl // 3600} h); ask for a shorter one: the consoles "
+                "refresh their token before it expires"
+            )
         token = tokens.mint(
             settings.resolved_secret(),
             room=args.room or tokens.LIBRARY_ROOM,

@@ -20,6 +20,7 @@ from orbridge.rooms.participant import Participant
 from orbridge.rooms.ratelimit import TokenBucket
 from orbridge.rooms.roles import Grant
 from orbridge.rooms.room import Room
+from orbridge.rooms.sanctions import Sanctions, now_ms
 from orbridge.rooms.service import RoomService
 from orbridge.rooms.tasks import Tasks
 from orbridge.signaling.metrics import Metrics
@@ -55,12 +56,15 @@ class RoomNamespace(socketio.AsyncNamespace):
         rooms: RoomService,
         metrics: Metrics,
         namespace: str = "/",
+        sanctions: Sanctions | None = None,
     ) -> None:
         super().__init__(namespace)
         self.settings = settings
         self.secret = secret
         self.rooms = rooms
         self.metrics = metrics
+        self.sanctions = sanctions or Sanctions()
+        self._expiry_task: asyncio.Task[None] | None = None
         self.claims: dict[str, tokens.Claims] = {}
         self.buckets: dict[str, TokenBucket] = {}
         self.events: dict[str, EventSpec] = {}
@@ -85,6 +89,9 @@ class RoomNamespace(socketio.AsyncNamespace):
                 grant=Grant.REMOVE_PARTICIPANTS,
             ),
             EventSpec(
+                "refresh_token", schemas.Empty, self.on_refresh_token_event, needs_join=False
+            ),
+            EventSpec(
                 "end_consultation",
                 schemas.Empty,
                 self.on_end_consultation_event,
@@ -93,6 +100,10 @@ class RoomNamespace(socketio.AsyncNamespace):
         ):
             self.register(spec)
         rooms.registry.close_hooks.append(self._room_closed)
+
+    def start(self) -> None:
+        """Start enforcing token expiry on live connections."""
+        self._expiry_task = self.tasks.spawn(self._expiry_loop(), name="token-expiry")
 
     def register(self, spec: EventSpec) -> None:
         """Add an event to the table (later capabilities register theirs here)."""
@@ -130,6 +141,8 @@ class RoomNamespace(socketio.AsyncNamespace):
             claims = self.claims.get(sid)
             if claims is None:  # only possible if the connection is being torn down
                 raise DomainError("not_connected", "the connection is closing")
+            if claims.expired():
+                raise DomainError("token_expired", "your token has expired; join again")
             bucket = self.buckets[sid]
             if not bucket.take():
                 raise DomainError("rate_limited", "too many events; slow down")
@@ -156,9 +169,12 @@ class RoomNamespace(socketio.AsyncNamespace):
         try:
             if wanted_room is not None and not isinstance(wanted_room, str):
                 raise DomainError("invalid_payload", "auth.room must be a string")
-            claims = tokens.verify(self.secret, token, room=wanted_room)
+            claims = tokens.verify(
+                self.secret, token, room=wanted_room, max_ttl_s=self.settings.max_token_ttl
+            )
             if claims.library:
                 raise DomainError("token_invalid", "a library token cannot join a room")
+            await self._check_sanctions(claims)
         except DomainError as exc:
             self.metrics.errors.labels(exc.code).inc()
             log.info("connection refused: %s", exc.code)
@@ -208,6 +224,16 @@ class RoomNamespace(socketio.AsyncNamespace):
     # handlers ---------------------------------------------------------------------
     async def on_join_event(self, sid: str, message: schemas.Join) -> dict[str, Any]:
         claims = self.claims[sid]
+        await self._check_sanctions(claims)  # a ban made since this connection connected
+        present = await self.rooms.find(claims.room, claims.identity)
+        if present is not None and present.sid != sid and present.token_id != claims.jti:
+            # Only the session's own (latest) token takes a connected identity over: a copy of
+            # its join link may not kick out the surgeon it was sent to.
+            raise DomainError(
+                "duplicate_identity",
+                f"{claims.identity} is already in the room from another session; if that was"
+                " you, wait a few seconds and try again",
+            )
         participant = Participant(
             room=claims.room,
             identity=claims.identity,
@@ -220,6 +246,8 @@ class RoomNamespace(socketio.AsyncNamespace):
             transport=self._transport(sid),
             quality=message.quality,
             attributes=dict(message.attributes),
+            token_id=claims.jti,
+            token_chain=claims.chain,
         )
         members, replaced = await self.rooms.join(participant)
         if replaced is not None:
@@ -267,10 +295,72 @@ class RoomNamespace(socketio.AsyncNamespace):
         removed = await self.rooms.remove_record(target)
         if removed is None:  # it left in the meantime
             raise DomainError("not_found", f"{message.identity} is not in room {me.room}")
+        now = now_ms()
+        # The session's tokens die with it (the longest a token of its chain can live).
+        await self.sanctions.revoke(removed.token_chain, now + self.settings.max_token_ttl * 1000)
+        until = None
+        if message.ban_s != 0:
+            # None: the rest of the consultation (the bans end when the room closes)
+            until = now + (message.ban_s or schemas.MAX_BAN_S) * 1000
+            await self.sanctions.ban(me.room, removed.identity, until)
         await self._evict(removed, "removed", by=me.identity, note=message.reason)
         await self.participant_left(removed, "removed")
-        log.info("%s removed %s from room %s", me.identity, removed.identity, me.room)
-        return {"identity": removed.identity}
+        log.info("%s removed %s from room %s (banned until %s)", me.identity, removed.identity,
+                 me.room, until)  # fmt: skip
+        return {"identity": removed.identity, "banned_until": until}
+
+    async def on_refresh_token_event(self, sid: str, message: schemas.Empty) -> dict[str, Any]:
+        claims = self.claims[sid]
+        await self._check_sanctions(claims)
+        token = tokens.refresh(self.secret, claims, self.settings.max_token_ttl)
+        fresh = tokens.verify(self.secret, token, max_ttl_s=self.settings.max_token_ttl)
+        self.claims[sid] = fresh
+        if self.rooms.participant(sid) is not None:
+            await self.rooms.update(sid, token_id=fresh.jti)
+        log.info("%s refreshed its token (room %s)", claims.identity, claims.room)
+        return {"token": token, "expires_at": fresh.expires_at,
+                "server_time": int(time.time() * 1000)}  # fmt: skip
+
+    async def _check_sanctions(self, claims: tokens.Claims) -> None:
+        if await self.sanctions.revoked(claims.chain):
+            raise DomainError("token_revoked", "this token was revoked; ask for a new one")
+        until = await self.sanctions.banned_until(claims.room, claims.identity)
+        if until is not None:
+            raise DomainError(
+                "banned",
+                f"you were removed from room {claims.room} and may not rejoin before "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(until / 1000))}",
+            )
+
+    async def _expiry_loop(self) -> None:
+        # A token's expiry holds on a live connection too (refresh_token extends it).
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.time()
+            for sid, claims in list(self.claims.items()):
+                if claims.expired(now):
+                    try:
+                        await self._expire(sid, claims)
+                    except Exception:
+                        log.exception("could not close %s's expired connection", claims.identity)
+
+    async def _expire(self, sid: str, claims: tokens.Claims) -> None:
+        log.info("%s's token expired (room %s): closing its connection", claims.identity,
+                 claims.room)  # fmt: skip
+        self.claims.pop(sid, None)  # no more events from it, whatever comes next
+        participant = self.rooms.participant(sid)
+        if participant is None:
+            await self.emit("removed", {"reason": "token_expired"}, to=sid)
+            self.tasks.spawn(self._close_soon(sid), name=f"close:{sid}")
+            return
+        try:
+            removed = await self.rooms.remove_record(participant)
+        except Exception as exc:  # presence outage: the record expires by itself
+            log.warning("could not remove %s from presence: %s", participant.identity, exc)
+            removed = None
+        await self._evict(participant, "token_expired")
+        if removed is not None:
+            await self.participant_left(removed, "token_expired")
 
     async def on_end_consultation_event(self, sid: str, message: schemas.Empty
                                         ) -> dict[str, Any]:  # fmt: skip
@@ -280,7 +370,8 @@ class RoomNamespace(socketio.AsyncNamespace):
         return {"room": me.room, "ended_ms": ended_ms}
 
     async def _room_closed(self, room: Room, reason: str, by: str) -> None:
-        """A consultation ended: its members here are told, then removed (their media ends)."""
+        """A consultation ended: its bans end too; its members here are told, then removed."""
+        await self.sanctions.clear_room(room.name)
         if reason != "ended":
             return
         notice = {"room": room.name, "by": by, "reason": reason}
@@ -368,6 +459,8 @@ class RoomNamespace(socketio.AsyncNamespace):
 
     async def shutdown(self) -> None:
         """Clean shutdown: tell everyone here, remove their presence, close their sockets."""
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
         sids = list(self.claims)
         for sid in sids:
             await self.emit("server_shutdown", {"reason": "server_shutdown"}, to=sid)

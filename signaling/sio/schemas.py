@@ -48,9 +48,14 @@ class Update(Message):
     _check = field_validator("attributes")(_bounded)
 
 
+MAX_BAN_S = 7 * 24 * 3600  # also "the rest of the consultation": bans end when the room closes
+
+
 class RemoveParticipant(Message):
     identity: Identity
     reason: Annotated[str, StringConstraints(max_length=200)] = ""
+    # seconds the identity may not rejoin; 0: no ban; absent: the rest of the consultation
+    ban_s: Annotated[int, Field(ge=0, le=MAX_BAN_S)] | None = None
 
 
 # media (issue #3) ------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def authenticate(request: web.Request, room: str | None = None) -> tokens.Claims
     for key in node.settings.api_keys:
         if hmac.compare_digest(credential.encode(), key.encode()):
             return None
-    return tokens.verify(node.secret, credential, room=room)
+    return tokens.verify(node.secret, credential, room=room, max_ttl_s=node.settings.max_token_ttl)
 
 
 def authorize(request: web.Request) -> str | None:

@@ -200,6 +200,10 @@ export class RoomConnection {
     this._stateListeners = new Set();
     this._wasConnected = false;
     this._serverStopping = false;
+    /** @type {ReturnType<typeof setTimeout> | null} the next silent token refresh */
+    this._refreshTimer = null;
+    /** @type {Set<(token: string) => void>} */
+    this._tokenListeners = new Set();
 
     for (const event of PRESENCE_EVENTS) {
       // Registered before any `on()` subscriber: the list is current when they run.
@@ -267,6 +271,9 @@ export class RoomConnection {
       this._joinPayload = payload;
       this._applySnapshot(snapshot);
       this._setState("joined", {});
+      // At once: the session then holds a token of its own (a copy of the join link cannot
+      // take its place), and again before each expiry, so a reconnect always succeeds.
+      this._refreshIn(0);
       return snapshot;
     } finally {
       this._flushPending();
@@ -335,10 +342,66 @@ export class RoomConnection {
   /** Close the connection for good. */
   close() {
     this._joinPayload = null;
+    this._refreshIn(null);
     this.socket.disconnect();
   }
 
+  /** The token this connection (re)connects with: the latest the server handed it. */
+  get token() {
+    return this.socket.auth.token;
+  }
+
+  /**
+   * Be told of every fresh token (to keep it for a reload). Returns an unsubscribe function.
+   * @param {(token: string) => void} listener
+   * @returns {() => void}
+   */
+  onToken(listener) {
+    this._tokenListeners.add(listener);
+    return () => this._tokenListeners.delete(listener);
+  }
+
+  /**
+   * Ask the server for a fresh token now (`refresh_token`) and use it from now on.
+   * @returns {Promise<{token: string, expires_at: number, server_time: number}>}
+   */
+  async refreshToken() {
+    const data = await this.request("refresh_token");
+    this.socket.auth.token = data.token;
+    for (const listener of this._tokenListeners) {
+      try {
+        listener(data.token);
+      } catch (err) {
+        console.error("token listener failed", err);
+      }
+    }
+    return data;
+  }
+
   // internals -------------------------------------------------------------------------------
+  /** @param {number | null} delayMs  null: no more refreshes */
+  _refreshIn(delayMs) {
+    if (this._refreshTimer !== null) clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
+    if (delayMs === null) return;
+    this._refreshTimer = setTimeout(() => this._refreshNow(), delayMs);
+  }
+
+  async _refreshNow() {
+    this._refreshTimer = null;
+    if (!this.socket.connected || !this._joinPayload) return; // the next join refreshes
+    try {
+      const data = await this.refreshToken();
+      // Half of what is left (the server's clock on both sides), at least 5 s.
+      const left = data.expires_at * 1000 - data.server_time;
+      this._refreshIn(Math.min(Math.max(left / 2, 5000), 2 ** 31 - 1));
+    } catch (err) {
+      const code = asProtocolError(err).code;
+      if (code === "banned" || code === "token_revoked" || code === "token_expired") return;
+      this._refreshIn(10000); // a timeout or a blip: try again soon
+    }
+  }
+
   /** @param {Snapshot} snapshot */
   _applySnapshot(snapshot) {
     this.snapshot = snapshot;

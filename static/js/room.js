@@ -230,6 +230,7 @@ async function start(token) {
   let connection;
   try {
     connection = await connect(window.location.origin, { token, room });
+    connection.onToken(rememberToken); // a reload reconnects with the session's own token
   } catch (err) {
     const e = /** @type {ProtocolError} */ (err);
     showError(e.code || "connect_failed", e.message);

@@ -144,3 +144,37 @@ async def test_connect_request_and_errors(web_node: WebNode, pages: Pages) -> No
     assert result["state"] == "joined"
     assert result["afterLeave"] == ["connected", 0, None]
     assert result["closed"] == "not_connected"
+
+
+async def test_a_console_refreshes_its_token_silently_and_reconnects_with_it(
+    web_node: WebNode, pages: Pages
+) -> None:
+    """After joining, the connection holds a token of its own at once (a copy of the join
+    link can no longer take its place), refreshes it before each expiry, and a reconnect
+    after a dropped link uses the fresh one: a 12 s token still works at 20 s."""
+    page = await module_page(pages, web_node)
+    link = web_node.token("or-1", "surgeon", "Dr Ma", identity="dr-ma", ttl_s=12)
+    result = await page.evaluate(
+        """async (link) => {
+            const conn = await P.connect(location.origin, {token: link, room: "or-1"});
+            const seen = [];
+            conn.onToken((t) => seen.push(t));
+            await conn.join();
+            const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+            for (let i = 0; i < 50 && seen.length === 0; i++) await wait(100);
+            const first = conn.token;
+            await wait(20000);  // the link alone would have expired (12 s + 5 s leeway)
+            conn.socket.io.engine.close();  // the link drops; socket.io reconnects by itself
+            for (let i = 0; i < 100 && conn.state !== "joined"; i++) await wait(100);
+            await wait(300);
+            const snap = await conn.request("snapshot");
+            const out = {seen: seen.length, first: first !== link, changed: conn.token !== first,
+                         state: conn.state, me: snap.self.identity};
+            conn.close();
+            return out;
+        }""",
+        link,
+    )
+    assert result["first"] and result["changed"]  # refreshed at once, then again
+    assert result["seen"] >= 2
+    assert result["state"] == "joined" and result["me"] == "dr-ma"
