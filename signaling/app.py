@@ -141,6 +141,9 @@ def create_app(
             port=settings.mllp_port,
             bindings=settings.mllp_bindings,
             default_room=settings.mllp_default_room,
+            idle_timeout=settings.mllp_idle_timeout,
+            max_per_peer=settings.mllp_max_per_peer,
+            allow=settings.mllp_allow,
         )
     VitalsEvents(namespace, vitals)
     sio.register_namespace(namespace)

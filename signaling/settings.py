@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orbridge.rooms.redis_connect import parse_redis_url
+from orbridge.signaling.ingest.peers import DEFAULT_ALLOW, parse_networks
 
 ENV_PREFIX = "ORBRIDGE_"
 MIN_SECRET_LENGTH = 32
@@ -67,6 +68,12 @@ class Settings(BaseModel):
     mllp_host: str | None = None  # default: the listen host
     mllp_bindings: dict[str, str] = Field(default_factory=dict)  # device id -> room
     mllp_default_room: str | None = None  # for devices without a binding (else AE)
+    # Who may connect (CIDRs; everyone else is closed unread), how many connections one address
+    # may hold (a newer one replaces the one idle longest), and how long a connection may go
+    # without an ORU^R01 (seconds; empty frames and noise do not count).
+    mllp_allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOW))
+    mllp_max_per_peer: int = Field(8, ge=1, le=64)  # the listener holds 64 in all
+    mllp_idle_timeout: float = Field(180.0, gt=0, le=24 * 3600)
     # recording (docs/recording.md)
     recordings_dir: Path | None = None  # default: <data_dir>/recordings
     record_rooms: list[str] = Field(default_factory=list)  # room policy: globs recorded on join
@@ -114,6 +121,20 @@ class Settings(BaseModel):
                 pairs[device.strip()] = room.strip()
             return pairs
         return value
+
+    @field_validator("mllp_allow", mode="before")
+    @classmethod
+    def _allow(cls, value: Any) -> Any:
+        # "10.0.0.0/8,fd00::/8" (environment, a flag) or a list whose items may hold commas
+        # (a repeated flag, TOML); stored in canonical form ("::1" -> "::1/128").
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            return value  # pydantic says what is wrong with it
+        items = [part for item in value for part in str(item).split(",") if part.strip()]
+        if not items:
+            raise ValueError("no network given: to admit every address say 0.0.0.0/0,::/0")
+        return [str(network) for network in parse_networks(items)]
 
     @field_validator("deidentify_regions")
     @classmethod
@@ -186,6 +207,7 @@ _LIST_FIELDS = {
     "stun_urls",
     "turn_urls",
     "record_rooms",
+    "mllp_allow",
 }
 
 

@@ -62,6 +62,25 @@ def _serve_parser(sub: Any) -> None:
         help="DEVICE=ROOM: route a monitor's ORU messages to a room (repeatable)",
     )
     p.add_argument("--mllp-room", dest="mllp_default_room", help="room for unbound devices")
+    p.add_argument(
+        "--mllp-allow",
+        dest="mllp_allow",
+        action="append",
+        help="CIDRs that may connect to MLLP, comma-separated (repeatable; default loopback only:"
+        " 127.0.0.0/8,::1/128)",
+    )
+    p.add_argument(
+        "--mllp-max-per-peer",
+        dest="mllp_max_per_peer",
+        type=int,
+        help="MLLP connections per address; a newer one replaces the one idle longest (default 8)",
+    )
+    p.add_argument(
+        "--mllp-idle-timeout",
+        dest="mllp_idle_timeout",
+        type=float,
+        help="seconds an MLLP connection may go without an ORU^R01 message (default 180)",
+    )
     p.add_argument("--video-codec", dest="video_codec", choices=["VP8", "H264"])
     p.add_argument(
         "--keyframe-interval",
@@ -175,7 +194,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "log_format", "log_level", "api_keys",
             "video_codec", "ice_addresses", "announced_address", "stun_urls", "turn_urls",
             "turn_username", "turn_credential", "keyframe_interval",
-            "mllp_port", "mllp_host", "mllp_bindings", "mllp_default_room",
+            "mllp_port", "mllp_host", "mllp_bindings", "mllp_default_room", "mllp_allow",
+            "mllp_max_per_peer", "mllp_idle_timeout",
             "recordings_dir", "record_rooms", "record_consent",
         ],
     )  # fmt: skip

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import hl7.mllp
@@ -31,6 +33,15 @@ from orbridge.signaling.ingest.hl7_codec import (
     _decode,
 )
 from orbridge.signaling.ingest.oru import ParsedOru, parse_oru
+from orbridge.signaling.ingest.peers import (
+    DEFAULT_ALLOW,
+    Address,
+    LogLimiter,
+    Network,
+    address_allowed,
+    parse_networks,
+    peer_address,
+)
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -113,6 +124,16 @@ def parse_bindings(items: Sequence[str] | None) -> dict[str, str]:
     return dict(parse_binding(item) for item in items or ())
 
 
+@dataclass(eq=False, slots=True)
+class _Connection:
+    """One admitted connection, as the limits see it."""
+
+    task: asyncio.Task[Any]
+    address: Address
+    last_valid: float  # loop time of the last ORU^R01 (or of the connect): idleness ranks by it
+    busy: bool = False  # a message is being ingested or its ACK written: never evicted then
+
+
 class MllpListener:
     """An MLLP server taking ORU^R01 from monitors and gateways and giving each accepted message
     to `ingest` as a VitalsBatch for the room its device is bound to.
@@ -120,8 +141,18 @@ class MllpListener:
     Every message gets an ACK: AA when ingested; AE (or AR for a message type other than
     ORU^R01 or text that is not HL7) with the reason in MSA-3 and ERR otherwise. A connection is
     closed (nothing else is touched) for a frame above `max_message_bytes`, a frame not ended
-    within `read_timeout` seconds of its start, `idle_timeout` seconds without a frame, or more
-    than `max_connections` at once. Bytes outside frames are skipped.
+    within `read_timeout` seconds of its start, or `idle_timeout` seconds without an ORU^R01
+    (answered AA or AE: empty frames, frames answered AR, bytes outside frames and unfinished
+    frames do not count, so nothing but real traffic holds a slot). Bytes outside frames are
+    skipped.
+
+    Who gets in: a peer outside `allow` (networks) is closed at once, unread. A peer at
+    `max_per_peer` connections, or arriving when `max_connections` are open, gets in by
+    closing its own connection idle longest (a monitor reconnecting after a network blip
+    replaces the socket the server still thinks is open); when all of that peer's connections
+    are busy with a message, or it has none and the listener is full, the new one is closed.
+    A connection is only ever closed for one from the same address. Those refusals are logged
+    at most once per address per minute.
 
     Waveforms without an ORBRIDGE_SEQ companion are numbered here: per (device, kind), one
     after the last accepted batch, starting at 0 for each listener.
@@ -138,8 +169,10 @@ class MllpListener:
         default_room: str | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         read_timeout: float = 30.0,
-        idle_timeout: float | None = 600.0,
+        idle_timeout: float | None = 180.0,
         max_connections: int = 64,
+        max_per_peer: int = 8,
+        allow: Iterable[str | Network] = DEFAULT_ALLOW,
         ingest_timeout: float = 10.0,
         clock: Callable[[], int] | None = None,
     ) -> None:
@@ -153,16 +186,24 @@ class MllpListener:
         self.read_timeout = read_timeout
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
+        self.max_per_peer = max_per_peer
+        self.allow: list[Network] = parse_networks(allow)
         self.ingest_timeout = ingest_timeout
         self._clock = clock or (lambda: int(time.time() * 1000))
         self._server: asyncio.Server | None = None
+        # Every handler task until it has closed its socket (evicted ones too): close() cancels
+        # them, and hl7's protocol keeps no reference of its own.
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._connections: dict[asyncio.Task[Any], _Connection] = {}  # what the limits count
+        self._quiet = LogLimiter(60.0)  # refusals: one line per (reason, address) a minute
         self._seqs: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._recent: OrderedDict[tuple[str, str, bytes], None] = OrderedDict()
         self._closing = False
         # counters for metrics
         self.connections_total = 0
-        self.connections_refused = 0  # over max_connections
+        self.connections_refused = 0  # over a limit with nothing of its own to replace
+        self.connections_denied = 0  # outside the allow-list
+        self.connections_evicted = 0  # closed for a newer connection from the same address
         self.messages_accepted = 0
         self.messages_rejected = 0  # answered AE or AR
         self.messages_duplicate = 0  # resent, acknowledged, not ingested again
@@ -173,11 +214,12 @@ class MllpListener:
 
     @property
     def connections_active(self) -> int:
-        return len(self._tasks)
+        return len(self._connections)
 
     def stats(self) -> dict[str, int]:
         names = ("connections_total", "connections_active", "connections_refused",
-                 "messages_accepted", "messages_rejected", "messages_duplicate",
+                 "connections_denied", "connections_evicted", "messages_accepted",
+                 "messages_rejected", "messages_duplicate",
                  "frames_oversized", "frames_timed_out", "connections_idle_closed",
                  "garbage_bytes")  # fmt: skip
         return {name: getattr(self, name) for name in names}
@@ -193,8 +235,12 @@ class MllpListener:
         sockets = self._server.sockets or ()
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        log.info("MLLP listening on %s:%d (%d device bindings, default room %s)", self.host,
-                 self.port, len(self.bindings), self.default_room or "none")  # fmt: skip
+        log.info("MLLP listening on %s:%d (%d device bindings, default room %s; peers from %s)",
+                 self.host, self.port, len(self.bindings), self.default_room or "none",
+                 ", ".join(map(str, self.allow)))  # fmt: skip
+        if not _is_loopback(self.host) and all(n.is_loopback for n in self.allow):
+            log.warning("MLLP listens on %s but admits only loopback peers: set mllp_allow to "
+                        "the monitors' networks", self.host)  # fmt: skip
 
     async def close(self) -> None:
         self._closing = True
@@ -219,26 +265,50 @@ class MllpListener:
                      writer: hl7.mllp.HL7StreamWriter) -> None:  # fmt: skip
         task = asyncio.current_task()
         assert task is not None
-        if self._closing or len(self._tasks) >= self.max_connections:
-            self.connections_refused += 1
-            writer.transport.abort()
-            return
-        # hl7's protocol does not keep the task it creates: this set is its only strong
-        # reference (and what close() cancels).
-        self._tasks.add(task)
-        self.connections_total += 1
         peer = writer.get_extra_info("peername")
+        address = peer_address(peer)
+        if address is None or not address_allowed(address, self.allow):
+            self.connections_denied += 1
+            self._log_quietly(
+                logging.WARNING,
+                "denied",
+                "unknown address" if address is None else address,
+                "not in mllp_allow: closed unread",
+            )
+            writer.transport.abort()  # nothing read, nothing written
+            return
+        if self._closing or not self._admit(address):
+            self.connections_refused += 1
+            writer.transport.close()  # a plain FIN: "come back later", not a reset
+            return
+        loop = asyncio.get_running_loop()
+        conn = _Connection(task, address, loop.time())
+        self._tasks.add(task)
+        self._connections[task] = conn
+        self.connections_total += 1
         try:
             while True:
-                frame = await read_frame(reader, self.idle_timeout, self.read_timeout)
+                try:
+                    # One deadline for the connection, moved only by an ORU^R01 below: an empty
+                    # frame, noise or a frame trickled in cannot keep the slot.
+                    async with asyncio.timeout_at(
+                        None if self.idle_timeout is None else conn.last_valid + self.idle_timeout
+                    ):
+                        frame = await read_frame(reader, None, self.read_timeout)
+                except TimeoutError as exc:  # read_frame turns its own timeouts into FrameError
+                    raise FrameError("idle") from exc
                 if frame is None:
                     break
                 body, garbage = frame
                 self.garbage_bytes += garbage
-                ack = await self._handle(body, peer)
+                conn.busy = True  # set before the first await: _admit never evicts it now
+                ack, valid = await self._handle(body, peer)
+                if valid:
+                    conn.last_valid = loop.time()
                 writer.writeblock(ack)
                 async with asyncio.timeout(self.read_timeout):
                     await writer.drain()  # a peer that never reads its ACKs is let go
+                conn.busy = False
         except FrameError as exc:
             if exc.kind == "oversized":
                 self.frames_oversized += 1
@@ -246,19 +316,55 @@ class MllpListener:
                 self.frames_timed_out += 1
             elif exc.kind == "idle":
                 self.connections_idle_closed += 1
-            log.info("MLLP %s: closing the connection (%s)", peer, exc.kind)
+            why = f"no ORU^R01 in {self.idle_timeout:g} s" if exc.kind == "idle" else exc.kind
+            log.info("MLLP %s: closing the connection (%s)", peer, why)
         except (ConnectionError, TimeoutError) as exc:
             log.info("MLLP %s: connection lost (%s)", peer, exc.__class__.__name__)
         except Exception:  # one broken connection must never take the listener down
             log.exception("MLLP %s: unexpected error", peer)
         finally:
-            self._tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await writer.wait_closed()
+            # Evicted (cancelled) or not, the slot is free before this socket has finished closing.
+            self._connections.pop(task, None)
+            try:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1.0):
+                        await writer.wait_closed()
+            finally:
+                self._tasks.discard(task)
 
-    async def _handle(self, body: bytes, peer: Any) -> bytes:
+    def _admit(self, address: Address) -> bool:
+        """Make room for a new connection from `address` if the limits call for it: close that
+        address's connection idle longest. False when there is nothing of its own to close."""
+        mine = [c for c in self._connections.values() if c.address == address]
+        while len(mine) >= self.max_per_peer or len(self._connections) >= self.max_connections:
+            idle = [c for c in mine if not c.busy]
+            if not idle:
+                why = "all its connections are busy" if mine else "the listener is full"
+                counts = (f"{len(mine)} of {self.max_per_peer} from this address, "
+                          f"{len(self._connections)} of {self.max_connections} in all")  # fmt: skip
+                self._log_quietly(logging.WARNING, "refused", address,
+                                  f"new connection closed: {why} ({counts})")  # fmt: skip
+                return False
+            victim = min(idle, key=lambda c: c.last_valid)  # ties: min keeps the first (oldest)
+            mine.remove(victim)
+            del self._connections[victim.task]  # its slot is the newcomer's from now on
+            victim.task.cancel()  # it is waiting for a frame: the cancel lands there
+            self.connections_evicted += 1
+            self._log_quietly(logging.INFO, "evicted", address,
+                              "closed its connection idle longest for a new one")  # fmt: skip
+        return True
+
+    def _log_quietly(self, level: int, reason: str, address: object, text: str) -> None:
+        # Keyed by address, not connection: a peer looping on connect costs one line a minute.
+        held_back = self._quiet.ready((reason, str(address)))
+        if held_back is not None:
+            more = f" (and {held_back} more like it in the last minute)" if held_back else ""
+            log.log(level, "MLLP %s: %s%s", address, text, more)
+
+    async def _handle(self, body: bytes, peer: Any) -> tuple[bytes, bool]:
+        """The ACK for one frame, and whether the frame was an ORU^R01 (answered AA or AE):
+        what counts as activity for the idle timeout."""
         received_ms = self._clock()
         text, codec = _decode(body)
         ack_code: AckCode = "AA"
@@ -297,7 +403,7 @@ class MllpListener:
             self.messages_rejected += 1
             log.info("MLLP %s device %s: %s %s", peer, device, ack_code, reason)
         ack = build_ack(text, ack_code, reason, hl7_code=hl7_code, location=location)
-        return ack.encode(codec, "replace")
+        return ack.encode(codec, "replace"), ack_code != "AR"
 
     def _next_seq(self, device: str, kind: str) -> int:
         return self._seqs.get((device.casefold(), kind), 0)
@@ -312,3 +418,12 @@ class MllpListener:
             self._seqs.move_to_end(seq_key)
         while len(self._seqs) > 4096:  # bounded even when a default room admits any device
             self._seqs.popitem(last=False)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: cannot tell, say nothing
