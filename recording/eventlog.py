@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from orbridge.recording.files import make_private_dir, private_opener
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_EVENT_QUEUE", "EventLog", "EventLogStats", "iter_events", "read_events"]
@@ -116,8 +118,10 @@ class EventLog:
                 continue
             try:
                 if handle is None:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+                    make_private_dir(self.path.parent)
+                    handle = open(  # noqa: SIM115
+                        self.path, "a", encoding="utf-8", opener=private_opener
+                    )
                 text = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in batch)
                 handle.write(text)
                 handle.flush()

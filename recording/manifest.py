@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orbridge.recording.files import replace_private
+
 __all__ = [
     "CONSENT_STATES",
     "MANIFEST",
@@ -323,7 +325,4 @@ class Manifest:
 
     def save(self, directory: str | Path) -> None:
         """Atomic replace: a crash leaves the old or the new manifest, never half of one."""
-        target = Path(directory) / MANIFEST
-        tmp = target.with_name(MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1))
-        os.replace(tmp, target)
+        replace_private(Path(directory) / MANIFEST, json.dumps(self.to_json(), indent=1))

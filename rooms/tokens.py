@@ -260,10 +260,12 @@ def library_url(base_url: str, token: str) -> str:
 def cli_token(token: str | None, secret: str | None, room: str | None, role: Role, name: str,
               identity: str | None = None) -> str:  # fmt: skip
     """The token a CLI client connects with: the one given, or one minted with the secret
-    (`--secret` or ORBRIDGE_SECRET). ValueError says what is missing or wrong."""
+    (`--secret`, `--secret-file` or ORBRIDGE_SECRET). ValueError says what is missing or wrong."""
     if token:
         return token
     secret = secret or os.environ.get("ORBRIDGE_SECRET")
     if not room or not secret:
-        raise ValueError("give --token, or --room with --secret (or ORBRIDGE_SECRET) to mint one")
+        raise ValueError(
+            "give --token, or --room with ORBRIDGE_SECRET (or --secret-file) to mint one"
+        )
     return mint(secret, room=room, role=role, name=name, identity=identity)

@@ -6,14 +6,18 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import shlex
 import socket
+import stat
+import time
 import tomllib
 import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orbridge.recording.files import make_private_dir
 from orbridge.rooms.redis_connect import parse_redis_url
 from orbridge.signaling.ingest.peers import DEFAULT_ALLOW, parse_networks
 
@@ -35,6 +39,7 @@ class Settings(BaseModel):
     redis_url: str | None = None
     redis_prefix: str = "orbridge:"
     secret: str | None = Field(None, repr=False)
+    secret_file: Path | None = None  # the secret in a file (0600): not on a command line
     data_dir: Path = Field(default_factory=default_data_dir)
     api_keys: list[str] = Field(default_factory=list, repr=False)
     node_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
@@ -97,6 +102,12 @@ class Settings(BaseModel):
         if value:
             parse_redis_url(value)  # ValueError names what is wrong
         return value or None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Settings:
+        if self.secret is not None and self.secret_file is not None:
+            raise ValueError("give secret or secret_file, not both")
+        return self
 
     @field_validator("heartbeat_interval")
     @classmethod
@@ -177,24 +188,96 @@ class Settings(BaseModel):
         return self.recordings_dir or self.data_dir / "recordings"
 
     def resolved_secret(self) -> str:
-        """The signing secret: configured, or generated once and kept in the data directory."""
+        """The signing secret: configured, read from ``secret_file``, or generated once and
+        kept in the data directory. SettingsError if a file is unsafe or unreadable."""
         if self.secret:
             return self.secret
+        if self.secret_file is not None:
+            return read_secret_file(self.secret_file)
         return load_or_create_secret(self.data_dir)
 
 
+def _read_private_text(path: Path, what: str) -> str:
+    """A file's text, refused (SettingsError) when group or others may read or write it.
+    FileNotFoundError passes through."""
+    try:
+        fd = os.open(path, os.O_RDONLY)  # follows symlinks: mounted secrets are often links
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise SettingsError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode  # of what was opened, not of a path again
+        if mode & 0o077:
+            raise SettingsError(
+                f"{what} {path} is readable or writable by group/others (mode "
+                f"{stat.S_IMODE(mode):04o}); fix it with: chmod 600 {shlex.quote(str(path))}"
+            )
+        try:
+            return handle.read().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def _check_length(value: str, path: Path, what: str) -> str:
+    if len(value) < MIN_SECRET_LENGTH:
+        raise SettingsError(
+            f"{what} {path}: the secret must have at least {MIN_SECRET_LENGTH} characters"
+        )
+    return value
+
+
+def read_secret_file(path: str | Path) -> str:
+    """The secret in a file given with --secret-file/ORBRIDGE_SECRET_FILE: private to its
+    owner (no group or other bits), one line (a trailing newline is dropped), at least
+    MIN_SECRET_LENGTH characters. SettingsError says what is wrong and how to fix it."""
+    path = Path(path)
+    try:
+        text = _read_private_text(path, "secret file")
+    except FileNotFoundError as exc:
+        raise SettingsError(f"secret file {path} does not exist") from exc
+    return _check_length(text.rstrip("\r\n"), path, "secret file")
+
+
+def client_secret(
+    secret: str | None, secret_file: str | Path | None, environ: dict[str, str] | None = None
+) -> str | None:
+    """The secret a command-line client mints its token with: --secret, else --secret-file,
+    else ORBRIDGE_SECRET, else ORBRIDGE_SECRET_FILE; None if none is given. SettingsError for
+    a file that is unsafe, unreadable or too short."""
+    environ = os.environ if environ is None else environ
+    if secret:
+        return secret
+    if secret_file:
+        return read_secret_file(secret_file)
+    if environ.get(ENV_PREFIX + "SECRET"):
+        return environ[ENV_PREFIX + "SECRET"]
+    if environ.get(ENV_PREFIX + "SECRET_FILE"):
+        return read_secret_file(environ[ENV_PREFIX + "SECRET_FILE"])
+    return None
+
+
 def load_or_create_secret(data_dir: Path) -> str:
+    """The secret generated in ``<data_dir>/secret``: read (refused if group or others have
+    access), else created 0600 (O_EXCL: one process wins a race), its directory 0700."""
     path = data_dir / "secret"
     try:
-        return path.read_text().strip()
+        return _check_length(_read_private_text(path, "secret file").strip(), path, "secret file")
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     value = secrets.token_urlsafe(48)
     try:
+        make_private_dir(data_dir)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race
-        return path.read_text().strip()
+    except FileExistsError:  # another process won the race: wait for its one write
+        deadline = time.monotonic() + 2.0
+        while True:
+            text = _read_private_text(path, "secret file").strip()
+            if text or time.monotonic() > deadline:
+                return _check_length(text, path, "secret file")
+            time.sleep(0.01)
+    except OSError as exc:
+        raise SettingsError(f"cannot create the secret file {path}: {exc.strerror or exc}") from exc
     with os.fdopen(fd, "w") as handle:
         handle.write(value + "\n")
     return value
@@ -227,6 +310,9 @@ class SettingsError(Exception):
     pass
 
 
+_SECRET_SOURCES = {"secret", "secret_file"}
+
+
 def load_settings(
     flags: dict[str, Any] | None = None,
     config_file: str | Path | None = None,
@@ -241,8 +327,11 @@ def load_settings(
                 merged.update(tomllib.load(handle))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SettingsError(f"cannot read config file {config_file}: {exc}") from exc
-    merged.update(_from_env(environ))
-    merged.update({k: v for k, v in (flags or {}).items() if v is not None})
+    for layer in (_from_env(environ), {k: v for k, v in (flags or {}).items() if v is not None}):
+        if _SECRET_SOURCES & layer.keys():  # a secret (or its file) overrides the other too
+            for name in _SECRET_SOURCES:
+                merged.pop(name, None)
+        merged.update(layer)
     try:
         return Settings(**merged)
     except ValidationError as exc:

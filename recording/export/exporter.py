@@ -59,6 +59,7 @@ from orbridge.recording.export.render import (
 )
 from orbridge.recording.export.schedule import Schedule, schedule_annotations
 from orbridge.recording.export.video import Encoder, decode, even, fit, probe
+from orbridge.recording.files import private_opener, replace_private
 from orbridge.recording.library.store import RecordingNotFound, RecordingStore
 from orbridge.recording.manifest import Manifest, Segment
 
@@ -193,6 +194,10 @@ def export_recording(
 
     tmp = output.with_name(output.name + ".part")
     try:
+        # Patient video, 0600 like the recording: FFmpeg opens the file by its name and keeps
+        # the mode of one that is already there, so it is created here first.
+        with open(tmp, "wb", opener=private_opener):
+            pass
         report, deid = _run(manifest, track_key, files, events, tmp, options, warnings, progress)
         os.replace(tmp, output)
     except (ExportInputError, ExportError):
@@ -212,7 +217,7 @@ def export_recording(
         x_realtime=round(report["duration"] / max(elapsed, 1e-6), 2),
     )
     report_path = output.with_name(output.name + ".report.json")
-    report_path.write_text(json.dumps(report, indent=1))
+    replace_private(report_path, json.dumps(report, indent=1))
     return ExportResult(output, report_path, report, deid)
 
 

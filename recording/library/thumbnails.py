@@ -17,6 +17,7 @@ import av
 import cv2
 import numpy as np
 
+from orbridge.recording.files import replace_private
 from orbridge.recording.library.store import THUMBNAIL
 from orbridge.recording.manifest import Manifest, Segment, TrackEntry
 
@@ -44,8 +45,7 @@ def ensure_thumbnail(directory: Path, manifest: Manifest, *, now: float | None =
     # Atomic replace, with a name of our own: two requests may build it at once.
     tmp = path.with_name(f".{THUMBNAIL}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        replace_private(path, data, tmp)
     finally:
         tmp.unlink(missing_ok=True)
     return path

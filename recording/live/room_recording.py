@@ -12,7 +12,6 @@ import asyncio
 import errno
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from orbridge.media.router import PublishedTrack
 from orbridge.recording.eventlog import EventLog
+from orbridge.recording.files import make_private_dir, replace_private
 from orbridge.recording.live.recorder import TrackRecorder
 from orbridge.recording.live.writer import (
     CODECS,
@@ -107,7 +107,7 @@ class RoomRecording:
     async def open(self) -> None:
         """Create the directory and write the first manifest (OSError if the disk refuses)."""
         loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=False)
+        await asyncio.to_thread(make_private_dir, self.directory, exist_ok=False)
         await asyncio.to_thread(self.manifest.save, self.directory)
         self._log = EventLog(
             self.directory / self.manifest.events, loop=loop, on_error=self._log_failed
@@ -285,6 +285,4 @@ def _segment(info: SegmentInfo, track_id: str) -> Segment:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    replace_private(path, text)

@@ -55,6 +55,7 @@ from typing import Any
 import av
 
 from orbridge.media.bitstream import h264_frame_size, vp8_frame_size
+from orbridge.recording.files import make_private_dir, private_opener, replace_private
 
 logger = logging.getLogger(__name__)
 
@@ -336,12 +337,15 @@ class SegmentWriter:
 
     def _open(self, data: bytes, ts: int, arrival_ms: int) -> None:
         spec = self._spec
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path.parent)
         # The file is ours, not FFmpeg's: PyAV keeps the GIL while FFmpeg opens a file and
         # writes its header, so a hung disk, NFS mount or FIFO there froze every thread of the
-        # process, the event loop too. Python's file object releases the GIL in open() and
-        # write(), so a stalled disk stalls only this thread.
-        file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed by _release()
+        # process, the event loop too. Python's file object releases the GIL in open() (its
+        # opener's os.open and os.fstat too) and write(), so a stalled disk stalls only this
+        # thread. The file is created 0600 (patient video).
+        file = open(  # noqa: SIM115 - closed by _release()
+            self.path, "wb", buffering=0, opener=private_opener
+        )
         try:
             container = av.open(file, "w", format=spec.format, options=dict(_MUX_OPTIONS))
         except BaseException:
@@ -453,10 +457,7 @@ class SegmentWriter:
 
     def _write_sidecar(self) -> None:
         # Atomic replace: a crash leaves the old or the new sidecar, never half of one.
-        target = Path(self.info.sidecar)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(json.dumps(self.info.to_json(), indent=1))
-        os.replace(tmp, target)
+        replace_private(Path(self.info.sidecar), json.dumps(self.info.to_json(), indent=1))
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is not None:

@@ -208,16 +208,32 @@ def add_loadtest_parser(sub: Any) -> None:
     p.add_argument("--decode", type=int, default=0, help="how many subscribers fully decode")
     p.add_argument("--ramp", type=float, default=0.05, help="seconds between joins")
     p.add_argument("--token", help="use this token for every subscriber (else mint with --secret)")
-    p.add_argument("--secret", default=os.environ.get("ORBRIDGE_SECRET"))
+    p.add_argument("--secret", help="server secret (prefer ORBRIDGE_SECRET or --secret-file)")
+    p.add_argument(
+        "--secret-file",
+        dest="secret_file",
+        metavar="PATH",
+        help="read the server secret from this file, mode 0600 (or ORBRIDGE_SECRET_FILE)",
+    )
     p.add_argument(
         "--ice-address", default="127.0.0.1", help="local address for WebRTC (default 127.0.0.1)"
     )
 
 
 async def run_loadtest(opts: argparse.Namespace) -> int:
-    if not opts.token and not opts.secret:
-        print("orbridge loadtest: give --secret (or ORBRIDGE_SECRET) or --token", flush=True)
-        return 2
+    if not opts.token:
+        from orbridge.signaling.settings import SettingsError, client_secret
+
+        try:
+            opts.secret = client_secret(opts.secret, opts.secret_file)
+        except SettingsError as exc:
+            print(f"orbridge loadtest: {exc}", flush=True)
+            return 2
+        if not opts.secret:
+            print(
+                "orbridge loadtest: give --token, or ORBRIDGE_SECRET (or --secret-file)", flush=True
+            )
+            return 2
     if not 1 <= opts.subscribers <= 1000 or not 0 < opts.duration <= 3600:
         print("orbridge loadtest: 1-1000 subscribers, duration 0-3600 s", flush=True)
         return 2

@@ -13,10 +13,36 @@ from orbridge.rooms import tokens
 from orbridge.rooms.roles import Grant, Role
 from orbridge.signaling.settings import Settings, SettingsError, load_settings
 
+# Flags whose value every user of the machine can read (ps, /proc/<pid>/cmdline): their use is
+# warned about, naming where the value belongs instead. (argparse dest, flag, the alternative)
+_VISIBLE_SECRETS = (
+    ("secret", "--secret", "ORBRIDGE_SECRET or --secret-file"),
+    ("api_keys", "--api-key", "ORBRIDGE_API_KEYS or the config file"),
+    ("turn_credential", "--turn-credential", "ORBRIDGE_TURN_CREDENTIAL or the config file"),
+)
+
+
+def secret_flag_warnings(args: argparse.Namespace) -> list[str]:
+    """One warning per secret given as a command-line flag (any subcommand)."""
+    return [
+        f"{flag} is visible to every user of this machine (ps, /proc/<pid>/cmdline): "
+        f"use {alternative} instead"
+        for dest, flag, alternative in _VISIBLE_SECRETS
+        if getattr(args, dest, None)
+    ]
+
 
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML settings file (or ORBRIDGE_CONFIG)")
-    parser.add_argument("--secret", help="token signing secret (or ORBRIDGE_SECRET)")
+    parser.add_argument(
+        "--secret", help="token signing secret (prefer ORBRIDGE_SECRET or --secret-file)"
+    )
+    parser.add_argument(
+        "--secret-file",
+        dest="secret_file",
+        metavar="PATH",
+        help="read the secret from this file, mode 0600 (or ORBRIDGE_SECRET_FILE)",
+    )
     parser.add_argument("--data-dir", dest="data_dir", help="where the generated secret is kept")
     parser.add_argument(
         "--public-url", dest="public_url", help="base URL printed in join links (behind a proxy)"
@@ -102,9 +128,16 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--stun", dest="stun_urls", action="append", help="stun:host:port (repeatable)")
     p.add_argument("--turn", dest="turn_urls", action="append", help="turn:host:port (repeatable)")
     p.add_argument("--turn-username", dest="turn_username")
-    p.add_argument("--turn-credential", dest="turn_credential")
     p.add_argument(
-        "--api-key", dest="api_keys", action="append", help="API key for /api (repeatable)"
+        "--turn-credential",
+        dest="turn_credential",
+        help="TURN password (prefer ORBRIDGE_TURN_CREDENTIAL or the config file)",
+    )
+    p.add_argument(
+        "--api-key",
+        dest="api_keys",
+        action="append",
+        help="API key for /api (repeatable; prefer ORBRIDGE_API_KEYS or the config file)",
     )
     p.add_argument(
         "--recordings-dir", dest="recordings_dir", help="where recordings go (default: data dir)"
@@ -189,8 +222,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _load(
         args,
         [
-            "secret", "data_dir", "public_url", "host", "port", "redis_url", "node_id",
-            "presence_ttl", "heartbeat_interval", "room_empty_timeout", "max_token_ttl",
+            "secret", "secret_file", "data_dir", "public_url", "host", "port", "redis_url",
+            "node_id", "presence_ttl", "heartbeat_interval", "room_empty_timeout", "max_token_ttl",
             "log_format", "log_level", "api_keys",
             "video_codec", "ice_addresses", "announced_address", "stun_urls", "turn_urls",
             "turn_username", "turn_credential", "keyframe_interval",
@@ -200,6 +233,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ],
     )  # fmt: skip
     setup_logging(settings.log_format, settings.log_level)
+    log = logging.getLogger("orbridge")
+    for warning in secret_flag_warnings(args):
+        log.warning("%s", warning)
     try:
         import uvloop
 
@@ -212,7 +248,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from orbridge.signaling.node import NODE
 
         enable_demo(app, settings, app[NODE].secret)
-    log = logging.getLogger("orbridge")
     try:
         web.run_app(
             app,
@@ -231,7 +266,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     import json
 
-    settings = _load(args, ["secret", "data_dir", "public_url"])
+    settings = _load(args, ["secret", "secret_file", "data_dir", "public_url"])
     try:
         ttl = tokens.parse_ttl(args.ttl)
         if ttl > settings.max_token_ttl:
@@ -267,6 +302,9 @@ def cmd_token(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "serve":  # serve logs them, once its logging is set up
+        for warning in secret_flag_warnings(args):
+            print(f"orbridge {args.command}: warning: {warning}", file=sys.stderr, flush=True)
     try:
         if args.command == "serve":
             return cmd_serve(args)
@@ -281,7 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "recordings":
             from orbridge.signaling.cli.recordings import run_recordings
 
-            return run_recordings(args, _load(args, ["secret", "data_dir", "recordings_dir"]))
+            fields = ["secret", "secret_file", "data_dir", "recordings_dir"]
+            return run_recordings(args, _load(args, fields))
         if args.command == "vitals":
             from orbridge.signaling.cli.vitals import run_vitals
 

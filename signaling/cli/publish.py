@@ -81,7 +81,15 @@ def add_publish_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--url", required=True, help="server URL, e.g. http://127.0.0.1:8080")
     p.add_argument("--token", help="join token (else one is minted: needs --room and a secret)")
     p.add_argument("--room", help="room to join (required without --token)")
-    p.add_argument("--secret", help="server secret to mint a surgeon token (or ORBRIDGE_SECRET)")
+    p.add_argument(
+        "--secret", help="server secret to mint a surgeon token (prefer ORBRIDGE_SECRET)"
+    )
+    p.add_argument(
+        "--secret-file",
+        dest="secret_file",
+        metavar="PATH",
+        help="read the server secret from this file, mode 0600 (or ORBRIDGE_SECRET_FILE)",
+    )
     p.add_argument("--identity", help="participant identity when minting (default: generated)")
     p.add_argument("--name", default="Synthetic laparoscope", help="display name when minting")
     source = p.add_mutually_exclusive_group(required=True)
@@ -166,10 +174,12 @@ def _is_loopback_url(url: str) -> bool:
 def _token(args: argparse.Namespace) -> str | None:
     from orbridge.rooms.roles import Role
     from orbridge.rooms.tokens import cli_token
+    from orbridge.signaling.settings import SettingsError, client_secret
 
     try:
-        return cli_token(args.token, args.secret, args.room, Role.SURGEON, args.name, args.identity)
-    except ValueError as exc:
+        secret = None if args.token else client_secret(args.secret, args.secret_file)
+        return cli_token(args.token, secret, args.room, Role.SURGEON, args.name, args.identity)
+    except (ValueError, SettingsError) as exc:
         _fail(str(exc))
         return None
 

@@ -86,7 +86,13 @@ def add_vitals_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--url", default="http://127.0.0.1:8080", help="server URL (Socket.IO)")
     p.add_argument("--token", help="join token with publish_vitals (else one is minted)")
     p.add_argument("--room", help="room to join (required without --token)")
-    p.add_argument("--secret", help="server secret to mint a device token (or ORBRIDGE_SECRET)")
+    p.add_argument("--secret", help="server secret to mint a device token (prefer ORBRIDGE_SECRET)")
+    p.add_argument(
+        "--secret-file",
+        dest="secret_file",
+        metavar="PATH",
+        help="read the server secret from this file, mode 0600 (or ORBRIDGE_SECRET_FILE)",
+    )
     p.add_argument("--identity", help="participant identity when minting (default: generated)")
     p.add_argument("--name", default="Synthetic monitor", help="display name when minting")
     p.add_argument(
@@ -130,10 +136,12 @@ def _emit(data: dict[str, Any]) -> None:
 def _token(args: argparse.Namespace) -> str | None:
     from orbridge.rooms.roles import Role
     from orbridge.rooms.tokens import cli_token
+    from orbridge.signaling.settings import SettingsError, client_secret
 
     try:
-        return cli_token(args.token, args.secret, args.room, Role.DEVICE, args.name, args.identity)
-    except ValueError as exc:
+        secret = None if args.token else client_secret(args.secret, args.secret_file)
+        return cli_token(args.token, secret, args.room, Role.DEVICE, args.name, args.identity)
+    except (ValueError, SettingsError) as exc:
         _fail(str(exc))
         return None
 
@@ -315,7 +323,7 @@ async def _run_hl7(args: argparse.Namespace, patient: SyntheticPatient, stats: _
 async def run_vitals(args: argparse.Namespace) -> int:
     """Run ``orbridge vitals`` with parsed arguments; returns the exit status."""
     if args.hl7 is None and not args.token and not args.room:
-        _fail("give --room (with --secret) or --token, or --hl7 HOST:PORT")
+        _fail("give --room (with ORBRIDGE_SECRET or --secret-file) or --token, or --hl7 HOST:PORT")
         return 2
     from orbridge.signaling.cli.patient_sim import SyntheticPatient
 

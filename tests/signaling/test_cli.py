@@ -11,6 +11,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from orbridge.rooms import tokens
 from orbridge.signaling.cli.client import RoomClient
 from tests.support import ROOT, SECRET, ServerProcess
@@ -131,3 +133,102 @@ async def test_serve_demo_runs_a_synthetic_operation(tmp_path: Path) -> None:
         subprocess.run, ["pgrep", "-f", f"--url {node.url}"], capture_output=True, text=True
     )
     assert left.stdout.strip() == "", "the demo's children outlived the server"
+
+
+VISIBLE = "is visible to every user of this machine (ps, /proc/<pid>/cmdline)"
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o620], ids=lambda m: f"{m:04o}")
+def test_serve_refuses_a_secret_file_others_can_read(tmp_path: Path, mode: int) -> None:
+    """The generated secret (or a --secret-file) with group/other bits: no start, one line that
+    says how to fix it, no traceback."""
+    data = tmp_path / "data"
+    data.mkdir()
+    secret = data / "secret"
+    secret.write_text("s" * 64 + "\n")
+    secret.chmod(mode)
+    out = orbridge("serve", "--port", "0", "--data-dir", str(data))
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"orbridge: bad settings: secret file {secret} is readable or writable by "
+        f"group/others (mode {mode:04o}); fix it with: chmod 600 {secret}"
+    ]
+    given = tmp_path / "given-secret"
+    given.write_text(SECRET + "\n")
+    given.chmod(mode)
+    out = orbridge("serve", "--port", "0", "--data-dir", str(data), "--secret-file", str(given))
+    assert out.returncode == 2 and f"chmod 600 {given}" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+async def test_secret_file_for_serve_and_token(tmp_path: Path) -> None:
+    """--secret-file: serve signs with the file's secret, `orbridge token --secret-file` mints
+    tokens it accepts; nothing warns, nothing is generated in the data directory."""
+    path = tmp_path / "orbridge.secret"
+    path.write_text(SECRET + "\n")
+    path.chmod(0o600)
+    data = tmp_path / "data"
+    node = ServerProcess("--data-dir", str(data), "--secret-file", str(path), secret=None)
+    try:
+        out = orbridge("token", "--room", "or-1", "--role", "surgeon", "--name", "Dr Ma",
+                       "--json", "--secret-file", str(path))  # fmt: skip
+        assert out.returncode == 0 and out.stderr == "", out.stderr
+        token = json.loads(out.stdout)["token"]
+        assert tokens.verify(SECRET, token).name == "Dr Ma"
+        client = RoomClient(node.url, token)
+        await client.connect()
+        assert (await client.join())["self"]["name"] == "Dr Ma"
+        await client.close()
+        env = {"ORBRIDGE_SECRET_FILE": str(path)}
+        out = orbridge("token", "--room", "or-1", "--role", "expert", "--name", "E", env=env)
+        assert out.returncode == 0 and out.stderr == "", out.stderr
+    finally:
+        node.stop()
+    assert VISIBLE not in node.log()
+    assert not (data / "secret").exists()
+
+
+def test_secrets_given_as_flags_are_warned_about(tmp_path: Path) -> None:
+    """--secret, --api-key, --turn-credential: one warning line each at start (serve logs it),
+    naming where the value belongs instead; the command still runs."""
+    node = ServerProcess("--api-key", "k" * 40, "--api-key", "j" * 40, "--turn-credential", "tc",
+                         "--data-dir", str(tmp_path))  # fmt: skip
+    try:
+        log = node.log()
+    finally:
+        node.stop()
+    lines = [line for line in log.splitlines() if VISIBLE in line]
+    assert len(lines) == 3 and all("WARNING" in line for line in lines), log
+    assert "--secret " in lines[0] and "use ORBRIDGE_SECRET or --secret-file instead" in lines[0]
+    assert "--api-key " in lines[1] and "ORBRIDGE_API_KEYS" in lines[1]
+    assert "--turn-credential " in lines[2] and "ORBRIDGE_TURN_CREDENTIAL" in lines[2]
+    assert "k" * 40 not in log and "tc" not in log.split()
+
+    out = orbridge("token", "--room", "r", "--role", "expert", "--name", "E", "--secret", SECRET)
+    assert out.returncode == 0
+    assert out.stderr.splitlines() == [
+        f"orbridge token: warning: --secret {VISIBLE}: use ORBRIDGE_SECRET or --secret-file instead"
+    ]
+    # the clients that mint their own token warn too (vitals here: no server to reach)
+    out = orbridge("vitals", "--synthetic", "--url", "http://127.0.0.1:9", "--room", "r",
+                   "--secret", SECRET, "--duration", "0.1")  # fmt: skip
+    assert out.stderr.splitlines()[0] == (
+        f"orbridge vitals: warning: --secret {VISIBLE}: use ORBRIDGE_SECRET or --secret-file "
+        "instead"
+    )
+
+
+def test_every_subcommand_with_a_secret_flag_warns() -> None:
+    from orbridge.signaling.cli.main import build_parser, secret_flag_warnings
+
+    parser = build_parser()
+    commands = [
+        ["serve"], ["token", "--room", "r", "--role", "expert", "--name", "E"],
+        ["publish", "--url", "http://h", "--synthetic"], ["vitals", "--synthetic"],
+        ["loadtest", "--room", "r"], ["recordings", "list"], ["recordings", "export", "id"],
+    ]  # fmt: skip
+    for command in commands:
+        given = secret_flag_warnings(parser.parse_args([*command, "--secret", SECRET]))
+        assert [w.split()[0] for w in given] == ["--secret"], command
+        assert secret_flag_warnings(parser.parse_args([*command, "--secret-file", "f"])) == []
+        assert secret_flag_warnings(parser.parse_args(command)) == []

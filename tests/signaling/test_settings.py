@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -95,3 +96,70 @@ def test_settings_refuse_a_malformed_redis_url_at_start() -> None:
         load_settings(flags={"redis_url": "redis+sentinel://127.0.0.1:26379/orbridge"})
     ok = load_settings(flags={"redis_url": "redis+sentinel://127.0.0.1:26379/0/orbridge"})
     assert ok.redis_url == "redis+sentinel://127.0.0.1:26379/0/orbridge"
+
+
+def private_file(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_secret_file_setting(tmp_path: Path) -> None:
+    """--secret-file / ORBRIDGE_SECRET_FILE: the file's one line (trailing newline dropped),
+    0600, at least 32 characters; one source of the secret wins over the other by layer."""
+    path = private_file(tmp_path / "secret.txt", "f" * 40 + "\n")
+    assert load_settings(flags={"secret_file": str(path)}, environ={}).resolved_secret() == "f" * 40
+    env = {"ORBRIDGE_SECRET_FILE": str(path)}
+    assert load_settings(environ=env).resolved_secret() == "f" * 40
+    # a higher layer's secret (or file) replaces a lower layer's file (or secret)
+    s = load_settings(flags={"secret_file": str(path)}, environ={"ORBRIDGE_SECRET": "e" * 40})
+    assert s.resolved_secret() == "f" * 40
+    s = load_settings(flags={"secret": "g" * 40}, environ=env)
+    assert s.resolved_secret() == "g" * 40
+    with pytest.raises(SettingsError, match="not both"):
+        load_settings(environ={**env, "ORBRIDGE_SECRET": "e" * 40})
+    short = private_file(tmp_path / "short", "x" * 31 + "\n")
+    with pytest.raises(SettingsError, match="at least 32 characters"):
+        load_settings(flags={"secret_file": str(short)}, environ={}).resolved_secret()
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(flags={"secret_file": str(tmp_path / "nope")}, environ={}).resolved_secret()
+    fix = f": chmod 600 {re.escape(str(path))}$"
+    for mode in (0o640, 0o604, 0o620, 0o602):  # read or write, group or others
+        path.chmod(mode)
+        with pytest.raises(SettingsError, match=f"mode {mode:04o}.*{fix}"):
+            load_settings(flags={"secret_file": str(path)}, environ={}).resolved_secret()
+
+
+def test_client_secret(tmp_path: Path) -> None:
+    """The secret `orbridge publish/vitals/loadtest` mint with: flag, file, env, env file."""
+    from orbridge.signaling.settings import client_secret
+
+    path = private_file(tmp_path / "secret.txt", "f" * 40 + "\n")
+    assert client_secret("a" * 40, str(path), {}) == "a" * 40
+    assert client_secret(None, str(path), {"ORBRIDGE_SECRET": "e" * 40}) == "f" * 40
+    assert client_secret(None, None, {"ORBRIDGE_SECRET": "e" * 40}) == "e" * 40
+    assert client_secret(None, None, {"ORBRIDGE_SECRET_FILE": str(path)}) == "f" * 40
+    assert client_secret(None, None, {}) is None
+    path.chmod(0o644)
+    with pytest.raises(SettingsError, match="chmod 600"):
+        client_secret(None, str(path), {})
+
+
+def test_generated_secret_others_can_read_is_refused(tmp_path: Path) -> None:
+    s = load_settings(flags={"data_dir": str(tmp_path / "data")}, environ={})
+    s.resolved_secret()
+    path = tmp_path / "data" / "secret"
+    path.chmod(0o644)
+    with pytest.raises(SettingsError, match=f"group/others .*: chmod 600 {re.escape(str(path))}$"):
+        s.resolved_secret()
+
+
+def test_data_dir_and_its_missing_parents_are_created_0700(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        load_settings(flags={"data_dir": str(tmp_path / "a" / "b")}, environ={}).resolved_secret()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "a" / "b").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "a" / "b" / "secret").stat().st_mode) == 0o600
