@@ -45,6 +45,9 @@ class PublisherLeg:
                 pc.on("connectionstatechange", lambda: self.watch(session))
             try:
                 await pc.setRemoteDescription(offer)
+                # aiortc accepts some lines it cannot write back (a malformed c= address) and
+                # fails later, reading the description: read it now, as part of the offer.
+                pc.remoteDescription  # noqa: B018
                 sending = [
                     t for t in pc.getTransceivers()
                     if t.mid is not None and not t.stopped
@@ -88,7 +91,11 @@ class PublisherLeg:
     async def _discard(self, session: MediaSession, pc: RTCPeerConnection, fresh: bool) -> None:
         if fresh:
             session.publisher = None
-            await pc.close()
+            try:
+                await pc.close()
+            except Exception:  # a half-applied offer can break aiortc's close: the offer's fault
+                log.info("%s: closing a refused publisher connection failed", session.identity,
+                         exc_info=True)  # fmt: skip
 
     def _check_offer(
         self, session: MediaSession, sending: list[RTCRtpTransceiver], sources: dict[str, str]

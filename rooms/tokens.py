@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -89,10 +90,38 @@ def check_library(globs: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(globs))
 
 
+# Control, format (bidi overrides, zero-width), private-use, surrogate and line/paragraph
+# separator characters: a name shown to a room must read as what it is.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
+_ROLE_WORDS = (
+    "moderator", "surgeon", "expert", "trainee", "device", "admin", "administrator", "host",
+    "主持人", "主持", "管理员", "外科医生", "主刀", "专家", "学员", "设备", "系统",
+)  # fmt: skip
+# ASCII and CJK (full-width, lenticular, tortoise-shell, corner, angle) brackets
+_OPEN = "([{<\uff08\u3010\u3014\uff3b\uff5b\u3008\u300a\u300c\u300e"
+_CLOSE = ")]}>\uff09\u3011\u3015\uff3d\uff5d\u3009\u300b\u300d\u300f"
+_ROLE_IN_BRACKETS = re.compile(
+    f"[{re.escape(_OPEN)}]\\s*(?:{'|'.join(map(re.escape, _ROLE_WORDS))})\\s*[{re.escape(_CLOSE)}]",
+    re.IGNORECASE,
+)
+
+
 def check_display_name(value: str) -> str:
-    value = value.strip()
-    if not value or len(value) > MAX_DISPLAY_NAME or any(ord(c) < 32 for c in value):
-        raise ValueError(f"display name must be 1-{MAX_DISPLAY_NAME} printable characters")
+    """1-80 visible characters, NFC, single spaces; ValueError otherwise."""
+    value = " ".join(unicodedata.normalize("NFC", value).split())
+    if not value or len(value) > MAX_DISPLAY_NAME:
+        raise ValueError(f"display name must be 1-{MAX_DISPLAY_NAME} characters")
+    if any(unicodedata.category(c) in _HIDDEN_CATEGORIES for c in value):
+        raise ValueError("display name must not contain control, format or invisible characters")
+    return value
+
+
+def check_chosen_name(value: str) -> str:
+    """A name a participant gives itself (`update`): also no role in brackets, which would
+    pass for a label the server adds ("Prof. Li (moderator)")."""
+    value = check_display_name(value)
+    if _ROLE_IN_BRACKETS.search(value):
+        raise ValueError("display name must not name a role in brackets")
     return value
 
 

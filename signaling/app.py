@@ -26,6 +26,7 @@ from orbridge.rooms.vitals.hub import VitalsHub
 from orbridge.rooms.vitals.model import VitalsBatch
 from orbridge.signaling import __version__
 from orbridge.signaling.ingest.mllp import MllpListener
+from orbridge.signaling.logs import quiet_client_noise
 from orbridge.signaling.metrics import Metrics
 from orbridge.signaling.node import NODE, Node
 from orbridge.signaling.settings import Settings
@@ -36,6 +37,8 @@ from orbridge.signaling.sio.recording import RecordingEvents
 from orbridge.signaling.sio.vitals import VitalsEvents
 from orbridge.signaling.web.api import add_routes
 from orbridge.signaling.web.fhir import add_fhir_routes
+from orbridge.signaling.web.headers import add_header_rules
+from orbridge.signaling.web.limits import engineio_body_limit
 from orbridge.signaling.web.pages import setup_pages
 from orbridge.signaling.web.recordings import add_recording_routes
 
@@ -108,6 +111,7 @@ def create_app(
             redis_options={"socket_connect_timeout": 2.0},
         )
     origins = settings.cors_allowed_origins or None  # None: same origin only
+    quiet_client_noise()
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
@@ -148,7 +152,10 @@ def create_app(
     VitalsEvents(namespace, vitals)
     sio.register_namespace(namespace)
 
-    app = web.Application(client_max_size=ENGINEIO_MAX_BYTES)
+    app = web.Application(
+        client_max_size=ENGINEIO_MAX_BYTES,
+        middlewares=[engineio_body_limit("/socket.io/", ENGINEIO_MAX_BYTES)],
+    )
     sio.attach(app)
     recordings = RecordingService(
         settings.recordings_path, settings.node_id,
@@ -160,6 +167,7 @@ def create_app(
         vitals, annotations, recordings, mllp,
     )  # fmt: skip
     app[NODE] = node
+    add_header_rules(app)
     add_routes(app)
     add_fhir_routes(app)
     setup_pages(app)

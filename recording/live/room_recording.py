@@ -93,6 +93,8 @@ class RoomRecording:
         self._saver: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._tasks = Tasks(f"recording {manifest.id}", logger)
+        self.unsaved = False  # stopped, and the final manifest not written yet
+        self._logged: set[tuple[str, str]] = set()
         self._error_codes: set[str] = set()
         self.stopped = False
 
@@ -215,8 +217,24 @@ class RoomRecording:
                 entry.left_ms = stopped_ms
         if self._log is not None:
             await self._log.close()
-        await self._save_now()
+        if not await self._save_now():
+            # The disk is full (or away): the manifest on disk still says "recording". Keep
+            # trying, so that it says "complete" as soon as the disk takes it again.
+            self.unsaved = True
+            self._tasks.spawn(self._save_until_written(), name=f"final-save:{self.id}")
         return manifest
+
+    async def _save_until_written(self, interval: float = 2.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if await self._save_now(quiet=True):
+                self.unsaved = False
+                logger.info("recording %s: manifest written after the disk came back", self.id)
+                return
+
+    async def abandon(self) -> None:
+        """Stop retrying (server shutdown)."""
+        await self._tasks.cancel()
 
     # -- manifest --------------------------------------------------------------------------
 
@@ -245,13 +263,16 @@ class RoomRecording:
             self._dirty = False
             await self._save_now()
 
-    async def _save_now(self) -> None:
+    async def _save_now(self, quiet: bool = False) -> bool:
         self.refresh()
         text = json.dumps(self.manifest.to_json(), indent=1)
         try:
             await asyncio.to_thread(_write_atomic, self.directory / MANIFEST, text)
         except OSError as exc:
-            self._report(error_code(exc), "manifest", exc)
+            if not quiet:
+                self._report(error_code(exc), "manifest", exc)
+            return False
+        return True
 
     async def _tick(self) -> None:
         while True:
@@ -268,13 +289,17 @@ class RoomRecording:
         self._report(error_code(exc), "event log", exc)
 
     def _report(self, code: str, part: str, exc: BaseException) -> None:
-        logger.error("recording %s: %s: %s: %s", self.id, code, part, exc)
         message = public_message(part, code)
         first = code not in self._error_codes
+        # the log too says it once per cause and part, not at every periodic save
+        level = logging.ERROR if first or (code, part) not in self._logged else logging.DEBUG
+        self._logged.add((code, part))
+        logger.log(level, "recording %s: %s: %s: %s", self.id, code, part, exc)
         self._error_codes.add(code)
-        if first:  # once per cause: a full disk fails every writer, one after the other
-            self.manifest.errors.append({"t": now_ms(), "code": code, "message": message})
-            self.log("recording_error", code=code, message=message)
+        if not first:  # once per cause: a full disk fails every writer, one after the other
+            return
+        self.manifest.errors.append({"t": now_ms(), "code": code, "message": message})
+        self.log("recording_error", code=code, message=message)
         if self.on_error is not None:
             self.on_error(code, message)
 

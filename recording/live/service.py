@@ -77,6 +77,7 @@ class RecordingService:
         self.error_counts: dict[str, int] = {}
         self._starting: dict[str, asyncio.Task[RoomRecording]] = {}
         self._tasks = Tasks("recording", logger)
+        self._unsaved: set[RoomRecording] = set()
 
     # -- start / stop ----------------------------------------------------------------------
 
@@ -136,6 +137,8 @@ class RecordingService:
         if recording is None:
             raise DomainError("not_recording", f"room {room} is not being recorded")
         manifest = await recording.stop(by, reason)
+        if recording.unsaved:
+            self._unsaved.add(recording)  # its manifest is retried until the disk takes it
         self.counts["stopped"] += 1
         logger.info("recording %s stopped (%s): %.1f s", manifest.id, reason, manifest.duration)
         for listener in self.listeners:
@@ -147,6 +150,11 @@ class RecordingService:
         for room in list(self.active):
             with contextlib.suppress(DomainError):
                 await self.stop(room, "server", "server_shutdown")
+        for recording in list(self._unsaved):
+            if recording.unsaved:  # repaired at the next start (its manifest says recording)
+                logger.error("recording %s: manifest still not written at shutdown", recording.id)
+            await recording.abandon()
+        self._unsaved.clear()
 
     # -- hooks: media ----------------------------------------------------------------------
 

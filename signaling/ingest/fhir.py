@@ -6,7 +6,8 @@ or an EHR integration engine sends vital signs:
 
 * numerics: the vital-signs profile. A LOINC (or IEEE 11073 MDC) `code`, `valueQuantity` in
   UCUM, `effectiveDateTime` (or `effectiveInstant` / `effectivePeriod.start`), and
-  `device` (else `performer`) naming the source. Components count too: the blood pressure
+  `device` (else a `performer` that is a Device: never a person, never a `display`) naming
+  the source. Components count too: the blood pressure
   panel 85354-9 carries 8480-6 systolic, 8462-4 diastolic (and 8478-0 mean).
 * waveforms: `valueSampledData` coded with MDC 131328/131330 (ECG, system
   `urn:oid:2.16.840.1.113883.6.24` or `urn:iso:std:iso:11073:10101`) or 150452 (pleth);
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -157,21 +159,32 @@ def _effective_ms(obs: Observation, path: str, issues: list[Issue]) -> int | Non
     return ms
 
 
-def _reference_name(ref: Any) -> str:
+_SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _device_name(ref: Any, *, device_only: bool) -> str:
+    """A device's id from a Reference: `Device/monitor-1` -> `monitor-1`, or its identifier.
+    Never its `display` (free text: a performer's display is often a person's name), and with
+    `device_only` nothing but a Device reference (a Practitioner or Patient is not a source)."""
     if ref is None:
         return ""
+    name = ""
     if ref.reference:
-        # Device/monitor-1 -> monitor-1; urn:uuid:... -> the uuid
-        return str(ref.reference).rstrip("/").replace(":", "/").rsplit("/", 1)[-1]
-    if ref.identifier is not None and ref.identifier.value:
-        return str(ref.identifier.value)
-    return str(ref.display or "")
+        reference = str(ref.reference).rstrip("/")
+        if device_only and not reference.startswith("Device/"):
+            return ""
+        name = reference.replace(":", "/").rsplit("/", 1)[-1]
+    elif ref.identifier is not None and ref.identifier.value:
+        if device_only and (ref.type or "") != "Device":
+            return ""
+        name = str(ref.identifier.value)
+    return name if _SOURCE_RE.match(name) else ""
 
 
 def _source(obs: Observation) -> str:
-    name = _reference_name(obs.device)
+    name = _device_name(obs.device, device_only=False)
     for performer in obs.performer or ():
-        name = name or _reference_name(performer)
+        name = name or _device_name(performer, device_only=True)
     return name or "fhir"
 
 

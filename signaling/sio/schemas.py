@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
-from orbridge.rooms.tokens import MAX_DISPLAY_NAME, NAME_RE
+from orbridge.rooms.tokens import MAX_DISPLAY_NAME, NAME_RE, check_chosen_name
 from orbridge.rooms.tracks import Source
 
 MAX_ATTRIBUTES = 16
@@ -14,7 +21,9 @@ AttributeKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,31
 AttributeValue = Annotated[str, StringConstraints(max_length=256)]
 Identity = Annotated[str, StringConstraints(pattern=NAME_RE.pattern)]
 DisplayName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_DISPLAY_NAME)
+    str,
+    StringConstraints(max_length=4 * MAX_DISPLAY_NAME),  # bounded before the rules run
+    AfterValidator(check_chosen_name),
 ]
 Quality = Literal["good", "fair", "poor", "unknown"]
 

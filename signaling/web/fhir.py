@@ -13,7 +13,6 @@ Errors: `{"error": {"code", "message", "details": [{"path", "message"}]}, "outco
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +29,7 @@ from orbridge.signaling.ingest.fhir import (
 )
 from orbridge.signaling.node import NODE
 from orbridge.signaling.web.api import auth_status, authenticate
+from orbridge.signaling.web.json_body import parse_json
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -84,12 +84,11 @@ async def _read_body(request: web.Request) -> bytes | None:
 
 def _decode_and_parse(raw: bytes, room: str) -> Parsed:
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
-        where = str(exc)[:200]
-        if isinstance(exc, json.JSONDecodeError):
-            where = f"line {exc.lineno} column {exc.colno}: {exc.msg}"
-        raise FhirError("the body is not JSON", [Issue("", where, "structure")]) from None
+        body = parse_json(raw)
+    except DomainError as exc:
+        raise FhirError(
+            "the body is not usable JSON", [Issue("", exc.message, "structure")]
+        ) from None
     return parse_observations(body, room)
 
 

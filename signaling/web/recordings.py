@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from orbridge.rooms.tokens import Claims
 from orbridge.signaling.node import NODE, Node
 from orbridge.signaling.sio.gate import describe
 from orbridge.signaling.web.api import auth_status, authenticate, error_response
+from orbridge.signaling.web.json_body import parse_json
 from orbridge.signaling.web.pages import _render
 from orbridge.signaling.web.recording_models import LibraryQuery, RecordingPatch
 
@@ -230,9 +230,9 @@ async def patch_recording(request: web.Request) -> web.Response:
             403, "forbidden", "only a moderator of this room or an API key may edit a recording"
         )
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return error_response(400, "invalid_payload", "the body must be a JSON object")
+        body = parse_json(await request.read())
+    except DomainError as exc:
+        return error_response(400, exc.code, exc.message)
     if not isinstance(body, dict):
         return error_response(400, "invalid_payload", "the body must be a JSON object")
     try:

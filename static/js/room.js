@@ -62,6 +62,10 @@ const ERROR_TEXT = {
   token_invalid: "This join link is not valid for this server. Check that you copied all of it.",
   token_missing: "No join token was given.",
   token_wrong_room: "This join link is for another room.",
+  token_revoked: "You were removed from this consultation; this join link no longer works.",
+  banned: "You were removed from this consultation and may not rejoin it yet.",
+  duplicate_identity:
+    "You are already in this room from another tab or device. Close it, or wait a few seconds if it stopped responding, then reload.",
   connect_failed: "The server cannot be reached. Check the network and reload the page.",
   timeout: "The server did not answer in time. Reload the page to try again.",
 };

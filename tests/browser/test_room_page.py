@@ -179,17 +179,26 @@ async def test_an_ended_consultation_shows_a_banner(web_node: WebNode, pages: Pa
     await expect(page.get_by_test_id("room")).to_have_attribute("data-state", "closed")
 
 
-async def test_same_identity_in_a_second_tab_replaces_the_first(
+async def test_a_copy_of_the_link_in_a_second_tab_cannot_take_over_the_first(
     web_node: WebNode, pages: Pages
 ) -> None:
+    """The first tab holds a token of its own once joined (refresh_token), so the same link
+    opened elsewhere is refused while the first tab is there, and works once it is closed."""
     token = web_node.token(ROOM, "expert", "Dr Wang", identity="dr-wang")
     first = await open_joined(pages, web_node.join_url(ROOM, token))
-    second = await open_joined(pages, web_node.join_url(ROOM, token))
-    banner = first.get_by_test_id("banner")
-    await expect(banner).to_have_attribute("data-reason", "duplicate_identity")
-    await expect(banner).to_contain_text("another tab or device")
+    await first.wait_for_function(
+        "(t) => window.orbridge.connection.token !== t", arg=token, timeout=10_000
+    )
+    second = await pages.new_page(web_node.join_url(ROOM, token))
+    error = second.get_by_test_id("error")
+    await expect(error).to_have_attribute("data-code", "duplicate_identity")
+    await expect(second.get_by_test_id("error-message")).to_contain_text("another tab or device")
+    await expect(first.get_by_test_id("banner")).to_be_hidden()
+    await expect(first.get_by_test_id("presence-count")).to_have_text("1")
+    await first.close()
+    await second.reload()  # this tab kept the link for a reload
     await expect(second.get_by_test_id("presence-count")).to_have_text("1")
-    await expect(second.get_by_test_id("banner")).to_be_hidden()
+    await expect(second.get_by_test_id("error")).to_be_hidden()
 
 
 async def test_server_shutdown_banner_then_rejoin(

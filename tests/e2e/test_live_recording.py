@@ -244,6 +244,33 @@ async def test_disk_full_is_reported_and_nothing_else_breaks(node: LiveNode) -> 
     await expert.media.close()
 
 
+async def test_a_full_disk_is_reported_once_and_the_manifest_completes_when_it_returns(
+    node: LiveNode,
+) -> None:
+    """The whole disk is full: the video file, the event log and the manifest fail alike.
+    The room hears disk_full once (one cause), stop_recording answers complete, and the
+    manifest on disk says so as soon as the disk takes it again (not "recording" for good)."""
+    moderator = await node.client("or-1", Role.MODERATOR, identity="mod-li")
+    started = await moderator.request("start_recording", {"consent": "verbal"})
+    directory = node.node.recordings.store.directory(started["id"])
+    os.symlink("/dev/full", directory / "laparoscope-dr-ma-001.webm")
+    os.symlink("/dev/full", directory / "manifest.json.tmp")  # every manifest write: ENOSPC
+    _, surgeon = await publish_or(node)
+    error = await moderator.next_event("recording_error", wait=10)
+    assert error["code"] == "disk_full"
+    await asyncio.sleep(3.0)  # the manifest's periodic saves fail too
+    stopped = await moderator.request("stop_recording", {})
+    assert [e["code"] for e in stopped["errors"]] == ["disk_full"]
+    await asyncio.sleep(0.5)
+    assert moderator.pending("recording_error") == []  # once per cause, not per failure
+    on_disk = json.loads((directory / "manifest.json").read_text())
+    assert on_disk["state"] == "recording"  # the disk is still full
+    os.unlink(directory / "manifest.json.tmp")  # space again
+    manifest = directory / "manifest.json"
+    await until(lambda: json.loads(manifest.read_text())["state"] == "complete")
+    await surgeon.close()
+
+
 async def test_unwritable_recordings_directory_refuses_to_start(
     start_node: StartNode, tmp_path: Path
 ) -> None:

@@ -219,13 +219,21 @@ async def test_a_sentinel_failover_keeps_the_cluster_whole(tmp_path: Path) -> No
             remote = await there.next_event("alarm_raised", wait=15)
             assert remote["id"] == alarm["id"]
             delivered = time.monotonic() - died
+            # presence is whole again on the new master (re-asserted by the heartbeats)
+            expected = {"monitor-1", "dr-wang", "dr-li"}
+            deadline = time.monotonic() + 10
+            while True:
+                status, body = http(b, "/api/rooms/or-1")
+                seen = {p["identity"] for p in body.get("participants", [])}
+                if status == 200 and not body.get("degraded") and expected <= seen:
+                    break
+                assert time.monotonic() < deadline, f"presence not whole: {body}"
+                await asyncio.sleep(0.1)
             late = await client(b, Role.TRAINEE, "student-chen")
             people.append(late)
             assert late.snapshot is not None
             assert [x["id"] for x in late.snapshot["vitals"]["alarms"]] == [alarm["id"]]
-            assert {"monitor-1", "dr-wang", "dr-li"} <= {
-                p["identity"] for p in late.snapshot["participants"]
-            }
+            assert expected <= {p["identity"] for p in late.snapshot["participants"]}
             assert await healthy(a, within=10) and await healthy(b, within=10)
             with redis_py.Redis(port=group.replica.port, decode_responses=True) as new_master:
                 assert new_master.keys("orbridge:*")  # presence lives on the new master

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ from orbridge.media.client import MediaClient, Outgoing
 from orbridge.media.ice import sdp_candidate_addresses
 from orbridge.rooms.roles import Role
 from orbridge.signaling.cli.client import ProtocolError, RoomClient
-from tests.conftest import LiveNode
+from tests.conftest import LiveNode, StartNode
 
 
 class Pattern(VideoStreamTrack):
@@ -223,6 +224,62 @@ async def test_missing_source_for_a_sent_track(node: LiveNode) -> None:
         await room.request("publish", {"sdp": pc.localDescription.sdp, "tracks": []})
     assert err.value.code == "invalid_payload" and "source" in err.value.message
     await pc.close()
+
+
+def mutations(sdp: str, count: int, seed: int) -> list[str]:
+    """Broken variants of a real offer: lines dropped, duplicated, cut or with their values
+    swapped for other lines' (what a fuzzer or a buggy client sends)."""
+    rng = random.Random(seed)
+    lines = sdp.strip().split("\r\n")
+    out = []
+    for _ in range(count):
+        mutated = list(lines)
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(1, len(mutated))
+            op = rng.choice(("drop", "dup", "cut", "swap", "number"))
+            if op == "drop":
+                del mutated[i]
+            elif op == "dup":
+                mutated.insert(i, mutated[i])
+            elif op == "cut":
+                mutated[i] = mutated[i][: rng.randrange(0, len(mutated[i]) + 1)]
+            elif op == "swap":
+                j = rng.randrange(1, len(mutated))
+                head = mutated[i].split(":", 1)[0]
+                tail = mutated[j].split(":", 1)[-1]
+                mutated[i] = f"{head}:{tail}"
+            else:
+                mutated[i] = mutated[i].replace("9", str(rng.choice([0, 65536, -1, 2**40])), 1)
+        out.append("\r\n".join(mutated) + "\r\n")
+    return out
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13, 14, 15])
+async def test_a_broken_offer_is_always_refused_in_our_words(
+    start_node: StartNode, seed: int
+) -> None:
+    """200 broken variants of a real offer: each is answered (ok, or a media error code),
+    never internal_error, and the connection stays usable."""
+    node = await start_node(event_rate=1000, event_burst=1000)  # the fuzz, not the limiter
+    room = await node.client("or-1", Role.SURGEON, identity="dr-ma")
+    pc = RTCPeerConnection()
+    pc.addTransceiver(Pattern(), direction="sendonly")
+    pc.addTransceiver("audio", direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    tracks = [{"mid": "0", "source": "laparoscope"}, {"mid": "1", "source": "microphone"}]
+    codes: dict[str, int] = {}
+    for sdp in mutations(pc.localDescription.sdp, 200, seed=seed):
+        try:
+            await room.request("publish", {"sdp": sdp, "tracks": tracks})
+            codes["ok"] = codes.get("ok", 0) + 1
+            await room.request("unpublish", {})
+        except ProtocolError as exc:
+            codes[exc.code] = codes.get(exc.code, 0) + 1
+            assert "Error" not in exc.message and "/" not in exc.message, exc.message
+    await pc.close()
+    assert "internal_error" not in codes, codes
+    assert set(codes) <= {"ok", "invalid_sdp", "codec_unsupported", "invalid_payload"}, codes
+    assert await room.request("snapshot")
 
 
 async def test_the_publisher_is_answered_before_any_subscriber_is_offered(

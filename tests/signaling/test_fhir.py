@@ -121,6 +121,30 @@ def test_blood_pressure_panel_components() -> None:
     assert parsed.batch.numerics[0].time_ms == 1_793_672_100_000
 
 
+@pytest.mark.parametrize(
+    "performer",
+    [
+        {"reference": "Practitioner/dr-zhang", "display": "Dr Zhang San"},
+        {"display": "Zhang San (nurse)"},
+        {"reference": "Patient/anon-7"},
+        {"identifier": {"value": "110105199001011234"}},  # a person's ID number, untyped
+        {"reference": "Device/has spaces and a <script>"},
+    ],
+)
+def test_a_performer_that_is_not_a_device_is_never_shown_as_the_source(performer: dict) -> None:
+    res = without(copy.deepcopy(HR), "device")
+    res["performer"] = [performer]
+    (n,) = parse_observations(res, "or-1").batch.numerics
+    assert n.source == "fhir"
+
+
+def test_a_device_performer_names_the_source() -> None:
+    res = without(copy.deepcopy(HR), "device")
+    res["performer"] = [{"display": "Dr Li"}, {"type": "Device", "identifier": {"value": "gw-3"}}]
+    (n,) = parse_observations(res, "or-1").batch.numerics
+    assert n.source == "gw-3"
+
+
 def test_other_codings_and_units_devices_use() -> None:
     mdc_hr = copy.deepcopy(HR)
     mdc_hr["code"] = {"coding": [{"system": "urn:iso:std:iso:11073:10101", "code": "147842"}]}

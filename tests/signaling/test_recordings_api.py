@@ -415,6 +415,17 @@ async def test_patch_needs_a_json_object(lib: LiveNode) -> None:
     assert status == 404 and code(body) == "not_found"
 
 
+async def test_patch_with_deeply_nested_json_is_refused_not_a_500(lib: LiveNode) -> None:
+    for data in (b'{"tags": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", b"[" * 50_000):
+        json_type = {"Content-Type": "application/json"}
+        status, body, headers = await call(
+            lib, "PATCH", f"/api/recordings/{A}", API_KEY, data=data, headers=json_type
+        )
+        assert status == 400 and code(body) == "invalid_payload"
+        assert "32 levels" in body["error"]["message"]
+        assert headers["Cache-Control"] == "no-store"
+
+
 # -- thumbnails ---------------------------------------------------------------------------------
 
 
