@@ -33,6 +33,7 @@ from orbridge.signaling.settings import Settings
 from orbridge.signaling.sio.annotations import AnnotationEvents
 from orbridge.signaling.sio.media import MediaEvents, SocketSignals
 from orbridge.signaling.sio.namespace import RoomNamespace
+from orbridge.signaling.sio.packet import BoundedPacket
 from orbridge.signaling.sio.recording import RecordingEvents
 from orbridge.signaling.sio.vitals import VitalsEvents
 from orbridge.signaling.web.api import add_routes
@@ -114,6 +115,7 @@ def create_app(
     quiet_client_noise()
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
+        serializer=BoundedPacket,
         client_manager=manager,
         cors_allowed_origins=origins,
         max_http_buffer_size=ENGINEIO_MAX_BYTES,

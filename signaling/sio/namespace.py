@@ -27,6 +27,8 @@ from orbridge.signaling.metrics import Metrics
 from orbridge.signaling.settings import Settings
 from orbridge.signaling.sio import schemas
 from orbridge.signaling.sio.gate import Ack, EventSpec, fail, ok, parse
+from orbridge.signaling.sio.packet import TOO_DEEP
+from orbridge.signaling.web.json_body import MAX_DEPTH
 
 log = logging.getLogger("orbridge.signaling")
 
@@ -125,6 +127,9 @@ class RoomNamespace(socketio.AsyncNamespace):
         if event == "disconnect" and lifecycle:
             reason = args[1] if len(args) > 1 else "unknown"
             return await self._disconnect(sid, reason)
+        if event == TOO_DEEP:
+            self.metrics.errors.labels("invalid_payload").inc()
+            return fail("invalid_payload", f"the payload nests deeper than {MAX_DEPTH} levels")
         if event in RESERVED_EVENTS:
             self.metrics.events.labels("unknown").inc()
             self.metrics.errors.labels("unknown_event").inc()

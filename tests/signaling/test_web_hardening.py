@@ -3,6 +3,8 @@ rules, and library error logs without tracebacks (#11.9)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 
 import aiohttp
@@ -15,6 +17,7 @@ from orbridge.signaling.cli.client import ProtocolError
 from orbridge.signaling.logs import ClientNoise
 from orbridge.signaling.web.json_body import nesting_depth, parse_json
 from tests.conftest import LiveNode
+from tests.support import SECRET
 
 
 async def test_answers_carry_no_version_no_sniffing_and_api_data_is_not_cached(
@@ -102,3 +105,22 @@ def test_client_frame_errors_are_logged_once_per_kind_without_traceback(
     records = [r for r in caplog.records if r.name == "test.engineio.noise"]
     assert len(records) == 1
     assert records[0].exc_info is None and "ValueError" in records[0].getMessage()
+
+
+async def test_a_socketio_event_nested_too_deep_is_answered_invalid_payload(
+    node: LiveNode,
+) -> None:
+    token = tokens.mint(SECRET, room="or-1", role=Role.EXPERT, name="X", identity="dr-x")
+    url = f"{node.url}/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        assert (await asyncio.wait_for(ws.receive(), 5)).data.startswith("0{")
+        await ws.send_str("40" + json.dumps({"token": token}))
+        assert (await asyncio.wait_for(ws.receive(), 5)).data.startswith("40{")
+        await ws.send_str('421["update",' + "[" * 30000 + "]" * 30000 + "]")
+        answer = (await asyncio.wait_for(ws.receive(), 5)).data
+        assert answer.startswith("431[")
+        error = json.loads(answer[3:])[0]["error"]
+        assert error == {"code": "invalid_payload",
+                         "message": "the payload nests deeper than 32 levels"}  # fmt: skip
+        await ws.send_str('422["join",{}]')  # the connection goes on
+        assert json.loads((await asyncio.wait_for(ws.receive(), 5)).data[3:])[0]["ok"] is True
