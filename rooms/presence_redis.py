@@ -199,8 +199,10 @@ class RedisPresence(PresenceStore):
         super().__init__(ttl_ms)
         self.url = url
         self.prefix = prefix
+        # Every call is one short Lua script: a Redis that takes a second to answer is hung,
+        # and the room must not wait longer than that for presence (it degrades instead).
         self._redis: redis_async.Redis = redis_client(
-            url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=5.0
+            url, decode_responses=True, socket_connect_timeout=1.0, socket_timeout=1.0
         )
         self._add = self._redis.register_script(_ADD)
         self._remove = self._redis.register_script(_REMOVE)

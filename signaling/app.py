@@ -35,6 +35,7 @@ from orbridge.signaling.sio.media import MediaEvents, SocketSignals
 from orbridge.signaling.sio.namespace import RoomNamespace
 from orbridge.signaling.sio.packet import BoundedPacket
 from orbridge.signaling.sio.recording import RecordingEvents
+from orbridge.signaling.sio.redis_manager import QueuedRedisManager
 from orbridge.signaling.sio.vitals import VitalsEvents
 from orbridge.signaling.web.api import add_routes
 from orbridge.signaling.web.fhir import add_fhir_routes
@@ -103,10 +104,9 @@ def create_app(
     rooms = RoomService(presence, info, settings.heartbeat_interval, registry=registry)
     manager = None
     if settings.redis_url:
-        # Broadcasts reach clients on every node through Redis pub/sub.
-        # A bounded connect: an emit during an outage delivers here and gives up on the rest
-        # quickly instead of waiting on a dead address.
-        manager = socketio.AsyncRedisManager(
+        # Broadcasts reach clients on every node through Redis pub/sub: delivered here first,
+        # then queued for the other nodes (a down or hung Redis never holds a handler up).
+        manager = QueuedRedisManager(
             settings.redis_url,
             channel=f"{settings.redis_prefix}socketio",
             redis_options={"socket_connect_timeout": 2.0},

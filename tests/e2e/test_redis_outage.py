@@ -172,6 +172,34 @@ async def test_a_redis_outage_degrades_only_what_needs_redis(
     print(f"presence resynchronised {resync:.2f} s after Redis returned")
 
 
+async def test_a_hung_redis_never_holds_up_a_room_on_one_node(
+    redis: RedisProcess, nodes: tuple[ServerProcess, ServerProcess], room: Room
+) -> None:
+    """Redis freezes (SIGSTOP: connections open, nothing answered) for 6 s: every request on
+    node A is still answered within 2 s, the room there hears it, and node B gets the news
+    once Redis answers again."""
+    monitor, expert, there = room.monitor, room.here, room.there
+    redis.freeze()
+    try:
+        for value in (96, 95, 94):
+            started = time.monotonic()
+            await monitor.request("publish_vitals", spo2(value))
+            assert (await expert.next_event("vitals", wait=2))["numerics"][0]["value"] == value
+            await expert.request("annotate", ARROW)
+            await expert.request("update", {"quality": "fair"})
+            assert time.monotonic() - started < 2.0
+            await asyncio.sleep(1.5)
+    finally:
+        redis.freeze(False)
+    await monitor.request("publish_vitals", spo2(93))
+    deadline = time.monotonic() + 15
+    while True:
+        event = await there.next_event("vitals", wait=15)
+        if event["numerics"][0]["value"] == 93:
+            break
+        assert time.monotonic() < deadline
+
+
 async def test_a_node_starts_without_redis_and_joins_the_cluster_later(
     redis: RedisProcess,
 ) -> None:

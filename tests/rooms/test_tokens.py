@@ -44,7 +44,8 @@ def test_generated_identity() -> None:
         ({"room": "x" * 65}, "room"),
         ({"identity": "../../x"}, "identity"),
         ({"name": ""}, "display name"),
-        ({"name": "a\nb"}, "display name"),
+        ({"name": "a\x07b"}, "display name"),  # a control character (a newline is a space)
+        ({"name": "Dr\u202eWang"}, "display name"),  # a bidi override
     ],
 )
 def test_mint_validates(kwargs: dict[str, str], problem: str) -> None:
