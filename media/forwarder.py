@@ -12,6 +12,8 @@ Rules enforced (see ARCHITECTURE.md, "Rules of the hot path"):
   keyframe request goes upstream. Memory per subscriber is at most ``maxsize`` packets.
 * A new video subscriber drops packets until a keyframe and triggers a keyframe request.
 * Audio packets are all flagged keyframes by the tap, so audio starts and recovers at once.
+* Liveness costs one clock read per packet: ``last_frame_at`` is what the node's stall watch
+  (``media.stall``) judges; a stalled forwarder's next packet calls ``on_resumed`` at once.
 
 Packets are shared between subscribers and never mutated after the tap made them.
 """
@@ -22,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -211,6 +214,7 @@ class TrackForwarder:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         codec: str | None = None,
         name: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.track = track
         self.codec = codec
@@ -226,6 +230,14 @@ class TrackForwarder:
         self._ended = asyncio.Event()
         self._on_ended: list[Callable[[], None]] = []
         self.last_ts: int | None = None  # source timestamp of the latest frame
+        # Liveness (media/stall.py): the monotonic time of the latest frame; before the first
+        # one, of the publish (moved on by the stall watch while the connection is not up).
+        self.clock = clock
+        self.last_frame_at: float = clock()
+        # Set by the stall watch when no frame came for its timeout; the next frame clears it
+        # and calls `on_resumed(now)`.
+        self.stalled = False
+        self.on_resumed: Callable[[float], None] | None = None
 
     def __repr__(self) -> str:
         return f"TrackForwarder({self.name!r}, subscribers={len(self._subscribers)})"
@@ -237,6 +249,11 @@ class TrackForwarder:
     @property
     def ended(self) -> bool:
         return self._ended.is_set()
+
+    @property
+    def reading(self) -> bool:
+        """True while the reader task runs (a forwarder nobody started cannot stall)."""
+        return self._task is not None and not self._ended.is_set()
 
     def start(self) -> None:
         """Start the single reader task (idempotent)."""
@@ -311,6 +328,9 @@ class TrackForwarder:
         stats.frames_in += 1
         stats.bytes_in += packet.size
         self.last_ts = packet.pts
+        self.last_frame_at = now = self.clock()
+        if self.stalled:
+            self._resumed(now)
         if keyframe and self.kind == "video":
             stats.keyframes_in += 1
             if self.keyframes is not None:
@@ -318,6 +338,14 @@ class TrackForwarder:
         # Iterate a snapshot: a lagging subscriber's request or a close may edit the list.
         for subscriber in tuple(self._subscribers):
             subscriber._offer(packet, keyframe)
+
+    def _resumed(self, now: float) -> None:
+        self.stalled = False
+        if self.on_resumed is not None:
+            try:
+                self.on_resumed(now)
+            except Exception:  # never let a listener stop the reader
+                logger.exception("%s: on_resumed callback failed", self)
 
     def _finish(self) -> None:
         if self._ended.is_set():

@@ -4,11 +4,14 @@ The router keeps this node's media sessions (by room, so fan-out is O(room)) and
 tracks, and hands the negotiations to its two legs: `PublisherLeg` (offers in, forwarders
 out) and `SubscriberLeg` (the server's offers to receivers). A track's start and end are
 told to the sinks beyond subscribers (the recorder) through `track_started`/`track_ended`.
+A track whose media stops while its publisher stays connected is told `track_stalled`, then
+`track_resumed` (`StallWatch`, media/stall.py: one periodic check per node).
 Nothing here decodes or encodes; nothing here knows Socket.IO (`MediaSignals`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -27,6 +30,7 @@ from orbridge.media.session import (
     PublishedTrack,
     Subscription,
 )
+from orbridge.media.stall import StallWatch
 from orbridge.media.subscriber import SubscriberLeg
 from orbridge.media.subscriber_track import add_subscriber_track
 from orbridge.rooms.errors import DomainError
@@ -51,6 +55,15 @@ class MediaRouter:
         # Sinks beyond subscribers (the recorder): told when a track starts and after it ended.
         self.track_started: list[Callable[[PublishedTrack], None]] = []
         self.track_ended: list[Callable[[PublishedTrack, str], Awaitable[None]]] = []
+        # Told when a track is declared stalled (the metrics count them).
+        self.track_stalled: list[Callable[[PublishedTrack], None]] = []
+        self.stalls = StallWatch(
+            config.track_stall_timeout,
+            tracks=self.all_tracks,
+            is_up=self._publisher_up,
+            emit=self._stall_event,
+        )
+        self._stall_task: asyncio.Task[None] | None = None
 
     # sessions ---------------------------------------------------------------------
     def open(self, sid: str, room: str, identity: str, grants: frozenset[Grant]) -> MediaSession:
@@ -61,6 +74,9 @@ class MediaRouter:
 
     def tracks(self, room: str) -> list[PublishedTrack]:
         return list(self.rooms.get(room, {}).values())
+
+    def all_tracks(self) -> list[PublishedTrack]:
+        return [t for room in self.rooms.values() for t in room.values()]
 
     def room_sessions(self, room: str) -> list[MediaSession]:
         return list(self.by_room.get(room, {}).values())
@@ -85,6 +101,8 @@ class MediaRouter:
                 await pc.close()
 
     async def close_all(self) -> None:
+        if self._stall_task is not None:
+            self._stall_task.cancel()
         for sid in list(self.sessions):
             await self.close(sid, "server_shutdown")
         await self.tasks.wait()
@@ -150,6 +168,39 @@ class MediaRouter:
 
     def register_track(self, track: PublishedTrack) -> None:
         self.rooms.setdefault(track.room, {})[track.id] = track
+        self.stalls.watch(track)
+        if self._stall_task is None or self._stall_task.done():  # it ends with the last track
+            self._stall_task = self.tasks.spawn(self.stalls.run(), name="stall watch")
+
+    # stalls -----------------------------------------------------------------------
+    def liveness(self, track: PublishedTrack) -> dict[str, Any]:
+        """`stalled` and `last_frame_ms` of a track (the snapshot's track objects)."""
+        return self.stalls.state(track)
+
+    def _publisher_up(self, track: PublishedTrack) -> bool:
+        session = self.sessions.get(track.owner_sid)
+        pc = session.publisher if session is not None else None
+        return pc is not None and pc.connectionState == "connected"
+
+    def _stall_event(self, track: PublishedTrack, event: str, data: dict[str, Any]) -> None:
+        """Tell the room, never awaited by the watch; a track's events go out in order."""
+        if event == "track_stalled":
+            for hook in self.track_stalled:
+                try:
+                    hook(track)
+                except Exception:
+                    log.exception("track_stalled hook failed for %s", track.id)
+        previous = track.stall_event
+        track.stall_event = self.tasks.spawn(
+            self._send_stall_event(previous, track.room, event, data), name=f"{event}:{track.id}"
+        )
+
+    async def _send_stall_event(
+        self, previous: asyncio.Task[None] | None, room: str, event: str, data: dict[str, Any]
+    ) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])  # its failure is logged by self.tasks
+        await self.signals.broadcast(room, event, data)
 
     async def unpublish(self, sid: str, track_ids: Iterable[str] | None) -> list[str]:
         wanted = None if track_ids is None else list(track_ids)
@@ -203,11 +254,12 @@ class MediaRouter:
 
     def stats(self) -> dict[str, int]:
         """Counts, plus live forwarders' and subscribers' counters summed."""
-        tracks = [t for room in self.rooms.values() for t in room.values()]
+        tracks = self.all_tracks()
         subscribers = [s for t in tracks for s in t.forwarder.subscribers]
         return {
             "sessions": len(self.sessions),
             "tracks": len(tracks),
+            "stalled": sum(1 for t in tracks if t.stall is not None),
             "subscriptions": sum(len(s.subscriptions) for s in self.sessions.values()),
             "frames_in": sum(t.forwarder.stats.frames_in for t in tracks),
             "frames_dropped": sum(s.stats.frames_dropped for s in subscribers),

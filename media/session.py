@@ -47,6 +47,18 @@ class MediaConfig:
     # At most one keyframe request (PLI) upstream per track per this many seconds: keyframes
     # are large, and a county OR's uplink is small.
     keyframe_interval: float = 0.5
+    # A published track that brings no frame this long (seconds) while its publisher's
+    # connection is up is `track_stalled` (media/stall.py).
+    track_stall_timeout: float = 1.5
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Why a track is stalled: what `track_stalled` said (media/stall.py)."""
+
+    since: float  # monotonic time of the last frame (or of the publish, if none came)
+    last_frame_ms: int | None  # its wall-clock time (ms); None when no frame ever came
+    stalled_ms: int  # when the stall was declared (wall clock, ms)
 
 
 @dataclass(eq=False)
@@ -61,6 +73,9 @@ class PublishedTrack:
     mid: str
     forwarder: TrackForwarder
     keyframes: KeyframeRequester | None
+    stall: Stall | None = None  # set while stalled (media/stall.py)
+    # The latest stall event being sent: the next one waits for it (they stay in order).
+    stall_event: asyncio.Task[None] | None = None
 
     def public(self) -> dict[str, Any]:
         return {

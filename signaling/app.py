@@ -82,6 +82,7 @@ def build_media(
         queue_size=settings.subscriber_queue,
         lean_sender=settings.lean_sender,
         keyframe_interval=settings.keyframe_interval,
+        track_stall_timeout=settings.track_stall_timeout,
     )
     router = router_class(config, SocketSignals(namespace))
     MediaEvents(namespace, router)

@@ -62,8 +62,12 @@ class Metrics:
             registry=self.registry,
         )
         self.media = Gauge(
-            "orbridge_media", "Media on this node: sessions, tracks, subscriptions",
+            "orbridge_media", "Media on this node: sessions, tracks, subscriptions, stalled",
             ["what"], registry=self.registry,
+        )  # fmt: skip
+        self.track_stalls = Counter(
+            "orbridge_track_stalls", "Published tracks declared stalled (no frame, publisher"
+            " connected), by kind", ["kind"], registry=self.registry,
         )  # fmt: skip
         self.forwarding = Gauge(
             "orbridge_forwarding", "Live forwarders' counters summed (frames, drops, lags)",
@@ -93,7 +97,9 @@ class Metrics:
                 self.codecs.labels(kind, op).set(codecs.get(f"{kind}_{op}s_created", 0))
         for what, value in media.items():
             target = (
-                self.media if what in ("sessions", "tracks", "subscriptions") else self.forwarding
+                self.media
+                if what in ("sessions", "tracks", "subscriptions", "stalled")
+                else self.forwarding
             )
             target.labels(what).set(value)
 

@@ -68,6 +68,9 @@ class Settings(BaseModel):
     subscriber_queue: int = Field(30, ge=2, le=600)  # frames buffered per subscriber
     lean_sender: bool = True  # False: forward with aiortc's own RTP send loop (slower)
     keyframe_interval: float = Field(0.5, ge=0.05, le=10.0)  # seconds between PLIs per track
+    # A track without a frame this long (seconds) while its publisher is connected is told
+    # `track_stalled` to its room (a frozen picture), then `track_resumed`.
+    track_stall_timeout: float = Field(1.5, gt=0, le=30.0)
     # vitals: HL7 v2 over MLLP from patient monitors and gateways
     mllp_port: int | None = Field(None, ge=0, le=65535)
     mllp_host: str | None = None  # default: the listen host

@@ -23,6 +23,8 @@ SERVER_EVENTS = (
     "consultation_ended",
     "track_published",
     "track_ended",
+    "track_stalled",
+    "track_resumed",
     "vitals",
     "alarm_raised",
     "alarm_cleared",

@@ -115,6 +115,13 @@ def _serve_parser(sub: Any) -> None:
         help="seconds between keyframe requests per track (default 0.5)",
     )
     p.add_argument(
+        "--track-stall-timeout",
+        dest="track_stall_timeout",
+        type=float,
+        help="seconds without a frame, publisher still connected, before the room is told"
+        " track_stalled (default 1.5, at most 30)",
+    )
+    p.add_argument(
         "--ice-address",
         dest="ice_addresses",
         action="append",
@@ -226,7 +233,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "node_id", "presence_ttl", "heartbeat_interval", "room_empty_timeout", "max_token_ttl",
             "log_format", "log_level", "api_keys",
             "video_codec", "ice_addresses", "announced_address", "stun_urls", "turn_urls",
-            "turn_username", "turn_credential", "keyframe_interval",
+            "turn_username", "turn_credential", "keyframe_interval", "track_stall_timeout",
             "mllp_port", "mllp_host", "mllp_bindings", "mllp_default_room", "mllp_allow",
             "mllp_max_per_peer", "mllp_idle_timeout",
             "recordings_dir", "record_rooms", "record_consent",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orbridge.media.router import MediaRouter
+from orbridge.media.router import MediaRouter, PublishedTrack
 from orbridge.rooms.errors import DomainError
 from orbridge.rooms.participant import Participant
 from orbridge.rooms.roles import Grant
@@ -56,6 +56,7 @@ class MediaEvents:
         namespace.leave_hooks.append(self._left)
         namespace.snapshot_parts.append(self._snapshot)
         namespace.shutdown_hooks.append(router.close_all)
+        router.track_stalled.append(self._count_stall)
 
     async def _joined(self, participant: Participant) -> None:
         self.router.open(
@@ -66,7 +67,12 @@ class MediaEvents:
         await self.router.close(participant.sid, reason)
 
     def _snapshot(self, me: Participant) -> dict[str, Any]:
-        return {"tracks": [t.public() for t in self.router.tracks(me.room)]}
+        # with `stalled` and `last_frame_ms`: a late joiner sees a frozen track as frozen
+        tracks = self.router.tracks(me.room)
+        return {"tracks": [dict(t.public(), **self.router.liveness(t)) for t in tracks]}
+
+    def _count_stall(self, track: PublishedTrack) -> None:
+        self.namespace.metrics.track_stalls.labels(track.kind).inc()
 
     async def on_publish(self, sid: str, message: schemas.Publish) -> dict[str, Any]:
         # Per-kind grants are checked against the offer itself (router._check_offer);

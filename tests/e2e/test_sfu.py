@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -306,5 +307,183 @@ async def test_the_publisher_is_answered_before_any_subscriber_is_offered(
     assert expert.offers_answered == 0  # the expert's offer is still held
     release.set()
     await until(lambda: sink.video > 10)
+    for c in (expert, surgeon):
+        await c.close()
+
+
+# stalled tracks: the publisher stays connected, its media stops -------------------------
+
+
+class Pausable(MediaStreamTrack):
+    """A source whose frames can stop while its peer connection stays up: paused, `recv`
+    waits, so the sender sends no RTP while ICE consent, DTLS and RTCP go on (a hung capture
+    pipeline, a frozen OR laptop). Resumed, its timestamps jump by the pause, as a camera's."""
+
+    def __init__(self, source: MediaStreamTrack, paused: bool = False) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+        self.running = asyncio.Event()
+        if not paused:
+            self.running.set()
+        self.paused_at = time.time()
+        self.last_frame: float | None = None  # wall clock of the last frame handed to the sender
+        self.frames = 0
+
+    def pause(self) -> None:
+        self.running.clear()
+        self.paused_at = time.time()
+
+    def resume(self) -> None:
+        source: Any = self.source
+        if hasattr(source, "_timestamp"):
+            rate = 90000 if self.kind == "video" else 8000  # aiortc's synthetic sources
+            source._timestamp += int((time.time() - self.paused_at) * rate)
+        self.running.set()
+
+    async def recv(self) -> Any:
+        await self.running.wait()
+        frame = await self.source.recv()
+        self.last_frame = time.time()
+        self.frames += 1
+        return frame
+
+
+class Heard:
+    """Stall events as an expert's client got them, each with its arrival (wall clock)."""
+
+    def __init__(self, room: RoomClient) -> None:
+        self.events: list[tuple[float, str, dict[str, Any]]] = []
+        for name in ("track_stalled", "track_resumed"):
+            room.on(name, self._handler(name))
+
+    def _handler(self, name: str) -> Callable[[Any], Any]:
+        async def handle(data: Any) -> None:
+            self.events.append((time.time(), name, data))
+
+        return handle
+
+    def of(self, name: str) -> list[tuple[float, dict[str, Any]]]:
+        return [(at, data) for at, event, data in self.events if event == name]
+
+
+def stalls_counted(node: LiveNode, kind: str) -> float:
+    value = node.node.metrics.registry.get_sample_value(
+        "orbridge_track_stalls_total", {"kind": kind}
+    )
+    return value or 0.0
+
+
+async def test_a_frozen_publisher_is_told_stalled_then_resumed(node: LiveNode) -> None:
+    """The OR's camera stops (its connection stays up): the experts hear `track_stalled`
+    within timeout + 1 s of its last frame, once, and `track_resumed` when it comes back."""
+    timeout = node.node.settings.track_stall_timeout
+    assert timeout == 1.5  # the default
+    expert_room, expert = await participant(node, Role.EXPERT, "dr-wang")
+    heard = Heard(expert_room)
+    sink = Sink()
+    await expert.subscribe(sink.consume)
+    _, surgeon = await participant(node, Role.SURGEON, "dr-ma")
+    camera, mic = Pausable(Pattern()), Pausable(AudioStreamTrack())
+    video, _ = await surgeon.publish([Outgoing(camera, "laparoscope"), Outgoing(mic, "microphone")])
+    await until(lambda: sink.video > 30 and sink.audio > 30)
+
+    camera.pause()
+    assert surgeon.publisher is not None
+    async with asyncio.timeout(timeout + 3):
+        while not heard.of("track_stalled"):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    assert camera.last_frame is not None
+    (told_at, stalled), *_ = heard.of("track_stalled")
+    after = told_at - camera.last_frame
+    print(f"\ntrack_stalled {after * 1000:.0f} ms after the last frame (timeout {timeout} s)")
+    assert timeout <= after <= timeout + 1.0
+    assert stalled["track"] == {k: v for k, v in video.items() if k != "mid"}  # as published
+    assert abs(stalled["last_frame_ms"] - camera.last_frame * 1000) < 300
+    assert timeout * 1000 < stalled["stalled_ms"] - stalled["last_frame_ms"] <= timeout * 1000 + 400
+    assert surgeon.publisher.connectionState == "connected"  # nothing else noticed
+
+    # a late joiner sees it frozen; the microphone goes on and is not stalled
+    late = await node.client("or-1", Role.TRAINEE, identity="student")
+    assert late.snapshot is not None
+    states = {t["kind"]: t for t in late.snapshot["tracks"]}
+    assert states["video"]["stalled"] is True
+    assert states["video"]["last_frame_ms"] == stalled["last_frame_ms"]
+    assert states["audio"]["stalled"] is False
+    assert abs(states["audio"]["last_frame_ms"] - time.time() * 1000) < 500
+    assert stalls_counted(node, "video") == 1 and stalls_counted(node, "audio") == 0
+
+    await asyncio.sleep(1.5)  # still frozen: said once
+    assert len(heard.of("track_stalled")) == 1 and heard.of("track_resumed") == []
+
+    seen = sink.video
+    camera.resume()
+    resumed_at = time.time()
+    async with asyncio.timeout(3):
+        while not heard.of("track_resumed"):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    (back_at, resumed), *_ = heard.of("track_resumed")
+    print(f"track_resumed {(back_at - resumed_at) * 1000:.0f} ms after the source resumed,"
+          f" stalled_for_ms {resumed['stalled_for_ms']}")  # fmt: skip
+    assert resumed["track"]["id"] == video["id"]
+    assert back_at - resumed_at < 1.0
+    gap = resumed["last_frame_ms"] - stalled["last_frame_ms"]
+    assert abs(resumed["stalled_for_ms"] - gap) <= 2
+    assert abs(resumed["stalled_for_ms"] - (resumed_at - camera.paused_at) * 1000) < 400
+    assert resumed["last_frame_ms"] >= stalled["stalled_ms"]
+    await until(lambda: sink.video > seen + 20, within=5)  # the picture is back
+    snapshot = await expert_room.request("snapshot")
+    assert all(t["stalled"] is False for t in snapshot["tracks"])
+    assert [e for _, e, _ in heard.events] == ["track_stalled", "track_resumed"]
+    for c in (expert, surgeon):
+        await c.close()
+
+
+async def test_a_normal_stream_is_never_stalled(node: LiveNode) -> None:
+    """Five seconds of video and audio (publish, ICE and DTLS included): no stall event."""
+    expert_room, expert = await participant(node, Role.EXPERT, "dr-wang")
+    heard = Heard(expert_room)
+    sink = Sink()
+    await expert.subscribe(sink.consume)
+    _, surgeon = await participant(node, Role.SURGEON, "dr-ma")
+    await surgeon.publish(
+        [Outgoing(Pattern(), "laparoscope"), Outgoing(AudioStreamTrack(), "microphone")]
+    )
+    await asyncio.sleep(5)
+    assert sink.video > 100 and sink.audio > 150
+    assert heard.events == []
+    snapshot = await expert_room.request("snapshot")
+    for track in snapshot["tracks"]:
+        assert track["stalled"] is False
+        assert abs(track["last_frame_ms"] - time.time() * 1000) < 500
+    assert node.node.media.stats()["stalled"] == 0 and stalls_counted(node, "video") == 0
+    for c in (expert, surgeon):
+        await c.close()
+
+
+async def test_a_track_that_never_sends_a_frame(start_node: Any) -> None:
+    """Connected, but its first frame never comes: stalled (counted from its publish, with
+    no last frame), resumed at the first one. A shorter timeout keeps the test short."""
+    node = await start_node(track_stall_timeout=0.5)
+    expert_room, expert = await participant(node, Role.EXPERT, "dr-wang")
+    heard = Heard(expert_room)
+    sink = Sink()
+    await expert.subscribe(sink.consume)
+    _, surgeon = await participant(node, Role.SURGEON, "dr-ma")
+    camera = Pausable(Pattern(), paused=True)
+    published_at = time.time()
+    (video,) = await surgeon.publish([Outgoing(camera, "laparoscope")])
+    async with asyncio.timeout(5):
+        while not heard.of("track_stalled"):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    (told_at, stalled), *_ = heard.of("track_stalled")
+    assert stalled["track"]["id"] == video["id"] and stalled["last_frame_ms"] is None
+    assert 0.5 <= told_at - published_at <= 0.5 + 1.0
+    camera.resume()
+    async with asyncio.timeout(3):
+        while not heard.of("track_resumed"):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    assert heard.of("track_resumed")[0][1]["stalled_for_ms"] >= 500
+    await until(lambda: sink.video > 10, within=5)
     for c in (expert, surgeon):
         await c.close()

@@ -74,6 +74,8 @@ def test_token_refuses_bad_input() -> None:
 def test_serve_refuses_bad_settings() -> None:
     out = orbridge("serve", "--presence-ttl", "60", "--secret", SECRET)
     assert out.returncode == 2 and "presence_ttl" in out.stderr
+    out = orbridge("serve", "--track-stall-timeout", "0", "--secret", SECRET)  # serve passes it
+    assert out.returncode == 2 and "track_stall_timeout" in out.stderr
 
 
 async def test_generated_secret_survives_restarts(tmp_path: Path) -> None:

@@ -38,11 +38,20 @@ def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
         ({"secret": "short"}, "secret"),
         ({"log_format": "xml"}, "log_format"),
         ({"nonsense": 1}, "nonsense"),
+        ({"track_stall_timeout": 0}, "track_stall_timeout"),
+        ({"track_stall_timeout": 31}, "track_stall_timeout"),
     ],
 )
 def test_bad_settings_are_explained(values: dict[str, object], problem: str) -> None:
     with pytest.raises(SettingsError, match=problem):
         load_settings(flags=values, environ={})
+
+
+def test_track_stall_timeout() -> None:
+    assert load_settings(environ={}).track_stall_timeout == 1.5
+    assert load_settings(flags={"track_stall_timeout": 0.8}, environ={}).track_stall_timeout == 0.8
+    env = {"ORBRIDGE_TRACK_STALL_TIMEOUT": "30"}
+    assert load_settings(environ=env).track_stall_timeout == 30.0
 
 
 def test_unreadable_config_file(tmp_path: Path) -> None:
