@@ -4,17 +4,27 @@ manifests and event logs, thumbnails, exports) is created 0600, its directories 
 The modes are given at creation (``os.open``/``os.mkdir``), never through the process umask,
 which is process-wide and not ours to change. A umask only ever removes bits, so it can make
 these modes stricter, never looser. Stdlib only: the settings import it too.
+
+Also the advisory locks (``flock``) a node holds while it runs: its node id in the data
+directory, its liveness in the recordings directory (docs/recording.md, "Crash repair"). An
+``flock`` belongs to an open file: the kernel drops it when the process ends, ``kill -9``
+included, and two opens of one file conflict even within one process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
+    "hold_lock",
+    "lock_held",
     "make_private_dir",
     "private_opener",
     "replace_private",
@@ -71,3 +81,37 @@ def replace_private(path: str | Path, data: str | bytes, tmp: str | Path | None 
         with open(tmp, "wb", opener=private_opener) as handle:
             handle.write(data)
     os.replace(tmp, path)
+
+
+def hold_lock(path: str | Path) -> BinaryIO | None:
+    """Take an exclusive ``flock`` on ``path`` (created 0600 if missing) without waiting: the
+    open file that holds it (close it to let go), or None when another open file holds it (a
+    running process, or another holder in this one)."""
+    handle = open(path, "ab", opener=private_opener)  # noqa: SIM115 - returned, closed by the caller
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def lock_held(path: str | Path) -> bool:
+    """Whether an exclusive ``flock`` is held on ``path`` now (False if there is no such file).
+    Probes with a shared lock, let go at once: a holder taking its lock at that very moment
+    retries (see :func:`hold_lock`'s callers)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)  # drops the shared lock too
+    return False

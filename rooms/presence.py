@@ -98,6 +98,11 @@ class PresenceStore(ABC):
     async def nodes(self) -> list[NodeInfo]:
         """The nodes whose heartbeat is current."""
 
+    async def live_node_ids(self) -> set[str]:
+        """The ids of the nodes whose heartbeat is current (a node is dead once its id is
+        missing: its crashed recordings may be repaired)."""
+        return {node.node_id for node in await self.nodes()}
+
     @abstractmethod
     async def add(self, participant: Participant) -> Participant | None:
         """Record a participant; return the live record it replaced (same identity), if any."""

@@ -270,6 +270,11 @@ class RedisPresence(PresenceStore):
         raws = await self._redis.mget([self._node_key(i) for i in ids])
         return [NodeInfo(**json.loads(raw)) for raw in raws if raw]
 
+    @_guarded
+    async def live_node_ids(self) -> set[str]:
+        # The deadlines alone, not the node records (whose own expiry may come a moment sooner).
+        return set(await self._live_nodes(keys=[self._nodes_key]))
+
     # participants -------------------------------------------------------------
     @_guarded
     async def add(self, participant: Participant) -> Participant | None:

@@ -17,6 +17,7 @@ from orbridge.media.tap import install_tap
 from orbridge.recording.live.service import RecordingService
 from orbridge.rooms.annotations.hub import AnnotationHub
 from orbridge.rooms.bus import LocalBus, RedisBus, RoomBus
+from orbridge.rooms.errors import PresenceUnavailable
 from orbridge.rooms.presence import MemoryPresence, NodeInfo, PresenceStore
 from orbridge.rooms.presence_redis import RedisPresence
 from orbridge.rooms.room import RoomRegistry
@@ -29,7 +30,7 @@ from orbridge.signaling.ingest.mllp import MllpListener
 from orbridge.signaling.logs import quiet_client_noise
 from orbridge.signaling.metrics import Metrics
 from orbridge.signaling.node import NODE, Node
-from orbridge.signaling.settings import Settings
+from orbridge.signaling.settings import NODE_ID_FILE, Settings, claim_node_id
 from orbridge.signaling.sio.annotations import AnnotationEvents
 from orbridge.signaling.sio.media import MediaEvents, SocketSignals
 from orbridge.signaling.sio.namespace import RoomNamespace
@@ -56,6 +57,34 @@ def build_presence(settings: Settings) -> PresenceStore:
     if settings.redis_url:
         return RedisPresence(settings.redis_url, ttl_ms, prefix=settings.redis_prefix)
     return MemoryPresence(ttl_ms)
+
+
+async def warn_if_node_id_alive(presence: PresenceStore, info: NodeInfo) -> bool:
+    """Log a warning (and return True) when presence already has a live node with this node's
+    id: this node's previous run, killed less than a presence TTL ago, or another node with the
+    same id (a copied data directory, one --node-id given twice), which would take this node's
+    recordings for its own."""
+    try:
+        same = [node for node in await presence.nodes() if node.node_id == info.node_id]
+    except PresenceUnavailable:
+        return False
+    for node in same:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(node.started_at / 1000))
+        if node.address == info.address:
+            log.warning(
+                "presence already has a live node %s at %s (started %s): this node's previous "
+                "run if it stopped without leaving (a crash, kill -9) less than presence_ttl "
+                "ago, else another process with the same node id and address", node.node_id,
+                node.address, started,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "presence already has a live node %s at %s (started %s), not this node's "
+                "address %s: two nodes share one node id (a copied data directory, or the same "
+                "--node-id twice); give every node its own", node.node_id, node.address,
+                started, info.address,
+            )  # fmt: skip
+    return bool(same)
 
 
 def build_bus(settings: Settings, kind: str) -> RoomBus:
@@ -94,9 +123,15 @@ def create_app(
 ) -> web.Application:
     """The orbridge app. `router_class` lets the SFU benchmark run its transcoding baseline."""
     secret = settings.resolved_secret()
+    identity = claim_node_id(settings.node_id, settings.data_dir)
+    if identity.warning:
+        log.warning("%s", identity.warning)
+    elif identity.created:
+        log.info("node id %s generated, kept in %s", identity.node_id,
+                 settings.data_dir / NODE_ID_FILE)  # fmt: skip
     presence = build_presence(settings)
     info = NodeInfo(
-        node_id=settings.node_id,
+        node_id=identity.node_id,
         address=settings.base_url,
         started_at=int(time.time() * 1000),
         version=__version__,
@@ -161,8 +196,9 @@ def create_app(
     )
     sio.attach(app)
     recordings = RecordingService(
-        settings.recordings_path, settings.node_id,
+        settings.recordings_path, info.node_id,
         policy=settings.record_rooms, policy_consent=settings.record_consent,
+        live_nodes=presence.live_node_ids, repair_interval=settings.recording_repair_interval,
     )  # fmt: skip
     RecordingEvents(namespace, recordings, router, annotations, vitals)
     node = Node(
@@ -178,11 +214,13 @@ def create_app(
 
     async def start(_: web.Application) -> None:
         await presence.start()
+        await warn_if_node_id_alive(presence, info)  # before this node registers
         await rooms.start()
         await registry.start()
         await vitals.start()
         await annotations.start()
         await recordings.repair()
+        recordings.start_repairs()
         await sanctions.start()
         namespace.start()
         if mllp is not None:
@@ -207,6 +245,7 @@ def create_app(
         await registry.stop()
         await sanctions.close()
         await presence.close()
+        identity.close()
 
     app.on_startup.append(start)
     app.on_shutdown.append(shutdown)

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 import shlex
 import socket
 import stat
 import time
 import tomllib
-import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orbridge.recording.files import make_private_dir
+from orbridge.recording.files import hold_lock, make_private_dir
 from orbridge.rooms.redis_connect import parse_redis_url
 from orbridge.signaling.ingest.peers import DEFAULT_ALLOW, parse_networks
 
@@ -42,7 +43,9 @@ class Settings(BaseModel):
     secret_file: Path | None = None  # the secret in a file (0600): not on a command line
     data_dir: Path = Field(default_factory=default_data_dir)
     api_keys: list[str] = Field(default_factory=list, repr=False)
-    node_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+    # This node's name in presence and in its recordings' manifests. Default: generated once and
+    # kept in <data_dir>/node_id (claim_node_id), so a restarted node knows its own recordings.
+    node_id: str | None = None
     presence_ttl: float = Field(10.0, gt=0, le=15.0)  # seconds
     heartbeat_interval: float = Field(3.0, gt=0)  # seconds
     log_format: Literal["text", "json"] = "text"
@@ -91,6 +94,8 @@ class Settings(BaseModel):
     # of the picture: `orbridge recordings export --deidentify` masks them.
     deidentify_regions: list[tuple[float, float, float, float]] = Field(default_factory=list)
     recording_grant_ttl: int = Field(4 * 3600, ge=60, le=24 * 3600)  # media link lifetime (s)
+    # Seconds between passes that repair the recordings of nodes that died (0: at start only).
+    recording_repair_interval: float = Field(30.0, ge=0, le=3600)
 
     @field_validator("secret")
     @classmethod
@@ -98,6 +103,14 @@ class Settings(BaseModel):
         if value is not None and len(value) < MIN_SECRET_LENGTH:
             raise ValueError(f"the secret must have at least {MIN_SECRET_LENGTH} characters")
         return value
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, value: str | None) -> str | None:
+        value = value.strip() if value is not None else None
+        if value is not None and any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError("a node id is one word: no spaces or control characters")
+        return value or None
 
     @field_validator("redis_url")
     @classmethod
@@ -284,6 +297,126 @@ def load_or_create_secret(data_dir: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(value + "\n")
     return value
+
+
+NODE_ID_FILE = "node_id"
+_NODE_ID_TEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$")
+
+
+def new_node_id() -> str:
+    """``orbridge-<hostname>-<8 hex>``: readable in logs, unique without coordination."""
+    host = re.sub(r"[^A-Za-z0-9.-]+", "-", socket.gethostname()).strip(".-")[:63] or "host"
+    return f"orbridge-{host}-{secrets.token_hex(4)}"
+
+
+def _node_id_text(text: str, path: Path) -> str:
+    value = text.strip()
+    if not _NODE_ID_TEXT.match(value):
+        raise SettingsError(
+            f"node id file {path} does not hold a node id ({value[:40]!r}): delete it to have "
+            "a new one generated, or give --node-id"
+        )
+    return value
+
+
+def _read_node_id(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except (FileNotFoundError, NotADirectoryError):
+        raise
+    except OSError as exc:
+        raise SettingsError(f"cannot read node id file {path}: {exc.strerror or exc}") from exc
+
+
+def _written_node_id(path: Path) -> str:
+    """The node id in a file another process may have just created: its one write (the id and
+    a newline) is waited for, two seconds at most."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        text = _read_node_id(path)
+        if text.endswith("\n") or time.monotonic() > deadline:
+            return _node_id_text(text, path)
+        time.sleep(0.01)
+
+
+def _load_or_create_node_id(data_dir: Path) -> tuple[str, bool]:
+    """(node id, created now). OSError when the file cannot be created."""
+    path = data_dir / NODE_ID_FILE
+    try:
+        text = _read_node_id(path)
+        return (_node_id_text(text, path) if text else _written_node_id(path)), False
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # created below (a NotADirectoryError again, an OSError: no data directory)
+    value = new_node_id()
+    make_private_dir(data_dir)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race: read the winner's
+        return _written_node_id(path), False
+    try:
+        os.write(fd, (value + "\n").encode())  # one write: a reader sees all of it or nothing
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return value, True
+
+
+def load_or_create_node_id(data_dir: Path) -> str:
+    """The node id generated once in ``<data_dir>/node_id``: read, else created 0600 (O_EXCL:
+    of racing processes one writes it and every one reads the winner's), its directory 0700.
+    SettingsError if it cannot be read, created, or holds no node id."""
+    try:
+        return _load_or_create_node_id(data_dir)[0]
+    except OSError as exc:
+        path = data_dir / NODE_ID_FILE
+        raise SettingsError(f"cannot create node id file {path}: {exc.strerror or exc}") from exc
+
+
+@dataclass
+class NodeIdentity:
+    """The node id a server runs as, and, for the data directory's one, the lock that says a
+    running process has it. Close it when the server stops."""
+
+    node_id: str
+    source: Literal["setting", "data_dir", "this_run"]
+    warning: str | None = None  # why the data directory's node id is not used (log it)
+    created: bool = False  # generated at this start
+    _lock: IO[bytes] | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def claim_node_id(node_id: str | None, data_dir: Path) -> NodeIdentity:
+    """The node id to run as: the one configured, else the data directory's (generated on first
+    use), held with an ``flock`` on its file for as long as the server runs.
+
+    Two processes on one machine sharing a data directory would share its node id, and each
+    would take the other's recordings for its own. The second one therefore runs under an id of
+    its own for this run (and says so in ``warning``), as does a process that cannot write the
+    data directory. SettingsError for a node id file that cannot be read or holds no id."""
+    if node_id:
+        return NodeIdentity(node_id, "setting")
+    path = data_dir / NODE_ID_FILE
+    try:
+        value, created = _load_or_create_node_id(data_dir)
+        lock = hold_lock(path)
+    except OSError as exc:
+        fallback = new_node_id()
+        return NodeIdentity(fallback, "this_run", warning=(
+            f"cannot keep the node id in {path} ({exc.strerror or exc}): running as {fallback} "
+            "for this run only; give --node-id or a writable --data-dir"
+        ))  # fmt: skip
+    if lock is None:
+        fallback = new_node_id()
+        return NodeIdentity(fallback, "this_run", warning=(
+            f"another running orbridge process uses the data directory {data_dir} and its node "
+            f"id {value}: running as {fallback} for this run; give every process its own "
+            "--data-dir or --node-id"
+        ))  # fmt: skip
+    return NodeIdentity(value, "data_dir", created=created, _lock=lock)
 
 
 _LIST_FIELDS = {

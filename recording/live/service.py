@@ -1,5 +1,6 @@
 """RecordingService: a node's recordings. Starts and stops them per room, feeds their event
-logs, applies the room policy, repairs what a crash left, and holds the store the library reads.
+logs, applies the room policy, repairs what a crash left (its own, and those of nodes that
+died), and holds the store the library reads.
 
 It knows tracks (media) and plain event dicts; the Socket.IO side lives in
 signaling/sio/recording.py. Media is per node, so a room's recording lives on the node that
@@ -12,17 +13,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import hashlib
 import json
 import logging
-from collections.abc import Callable
+import os
+import time
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from orbridge.media.router import PublishedTrack
+from orbridge.recording.files import hold_lock, lock_held, make_private_dir
 from orbridge.recording.library.store import RecordingStore
-from orbridge.recording.live.room_recording import RoomRecording, error_code, now_ms, public_message
-from orbridge.recording.manifest import Consent, Manifest, Segment, new_recording_id
+from orbridge.recording.live.room_recording import (
+    SAVE_INTERVAL,
+    RoomRecording,
+    error_code,
+    now_ms,
+    public_message,
+)
+from orbridge.recording.manifest import (
+    Consent,
+    Manifest,
+    Segment,
+    check_recording_id,
+    new_recording_id,
+)
 from orbridge.rooms.errors import DomainError
 from orbridge.rooms.tasks import Tasks
 
@@ -31,6 +48,15 @@ logger = logging.getLogger("orbridge.recording")
 __all__ = ["RecordingListener", "RecordingService", "StartRequest"]
 
 POLICY = {"identity": "policy", "name": "Room policy", "role": ""}
+
+NODES_DIR = ".nodes"  # <recordings_dir>/.nodes/<node>.lock: held by each node while it runs
+REPAIR_INTERVAL = 30.0  # seconds between passes over other nodes' recordings
+# A recording is someone else's to repair only after none of its files has changed this long:
+# a live one rewrites its manifest every SAVE_INTERVAL (and its segments with every frame).
+REPAIR_QUIET = 2 * SAVE_INTERVAL
+REPAIR_BATCH = 8  # recordings repaired per periodic pass at most (each is probed with PyAV)
+
+LiveNodes = Callable[[], Awaitable[Collection[str]]]
 
 
 @dataclass(frozen=True)
@@ -63,9 +89,16 @@ class RecordingService:
         policy_consent: str = "pending",
         tracks_of: Callable[[str], list[PublishedTrack]] | None = None,
         participants_of: Callable[[str], list[dict[str, Any]]] | None = None,
+        live_nodes: LiveNodes | None = None,
+        repair_interval: float = REPAIR_INTERVAL,
+        repair_quiet: float = REPAIR_QUIET,
     ) -> None:
         self.directory = Path(directory)
         self.node_id = node_id
+        # Which node ids are alive (presence); None: others' recordings are never repaired.
+        self.live_nodes = live_nodes
+        self.repair_interval = repair_interval
+        self.repair_quiet = repair_quiet
         self.store = RecordingStore(self.directory)
         self.policy = list(policy or [])
         self.policy_consent = policy_consent
@@ -78,6 +111,13 @@ class RecordingService:
         self._starting: dict[str, asyncio.Task[RoomRecording]] = {}
         self._tasks = Tasks("recording", logger)
         self._unsaved: set[RoomRecording] = set()
+        self._lock: BinaryIO | None = None  # our liveness lock in <directory>/.nodes
+        self._lock_refused = False  # another running process holds our node id's lock
+        self._settled: set[str] = set()  # recording ids known not to be `recording`
+        self._unreadable: set[str] = set()  # logged once
+        self._repair_failed: set[str] = set()  # logged once
+        self._repairer: asyncio.Task[None] | None = None
+        self._presence_known = True
 
     # -- start / stop ----------------------------------------------------------------------
 
@@ -108,6 +148,8 @@ class RecordingService:
             self.store.directory(manifest.id),
             on_error=lambda code, message: self._error(room, manifest.id, code, message),
         )
+        if self._lock is None:  # others must see we are alive before our manifest appears
+            await asyncio.to_thread(self._claim_sync)
         try:
             await recording.open()
         except OSError as exc:
@@ -147,6 +189,11 @@ class RecordingService:
 
     async def close(self) -> None:
         """Finish every recording (server shutdown): complete files, not interrupted ones."""
+        if self._repairer is not None:
+            self._repairer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._repairer
+            self._repairer = None
         for room in list(self.active):
             with contextlib.suppress(DomainError):
                 await self.stop(room, "server", "server_shutdown")
@@ -155,6 +202,9 @@ class RecordingService:
                 logger.error("recording %s: manifest still not written at shutdown", recording.id)
             await recording.abandon()
         self._unsaved.clear()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     # -- hooks: media ----------------------------------------------------------------------
 
@@ -222,20 +272,201 @@ class RecordingService:
             recording.log("participant_updated", participant=public)
 
     # -- crash repair ----------------------------------------------------------------------
+    #
+    # A recording a crash left says `recording` in its manifest. It is repaired (marked
+    # `interrupted`, its segments measured from the sidecars and files) by:
+    # - its own node when it starts again: the node id is stable (claim_node_id), and the
+    #   node's lock in <directory>/.nodes proves no other running process records under it;
+    # - any node, at start and every `repair_interval`, once its node is dead: not alive in
+    #   presence (`live_nodes`), not holding its lock here, and none of its files changed for
+    #   `repair_quiet` seconds. A recording whose node is alive is never touched.
 
     async def repair(self) -> list[str]:
-        """Mark this node's recordings left in `recording` by a crash as `interrupted`, with
-        their segments measured from the sidecars and files. Returns their ids."""
-        repaired = await asyncio.to_thread(self._repair_sync)
+        """At start, before anything records: repair this node's crashed recordings and those
+        of dead nodes. Returns their ids."""
+        own = True
+        if await asyncio.to_thread(self.directory.is_dir):
+            own = await asyncio.to_thread(self._claim_sync) is not False
+        live = await self._live()
+        return await self._repair(own=own, live=live, limit=None)
+
+    async def repair_dead(self) -> list[str]:
+        """One periodic pass: repair the crashed recordings of nodes that died since (at most
+        REPAIR_BATCH; the rest wait for the next pass). Never this node's own: they are
+        repaired at its start, and one it is starting now must not be taken for one."""
+        live = await self._live()
+        if live is None:
+            return []
+        return await self._repair(own=False, live=live, limit=REPAIR_BATCH)
+
+    def start_repairs(self) -> None:
+        """Run repair_dead every `repair_interval` seconds until close() (0: never)."""
+        if self._repairer is None and self.repair_interval > 0:
+            self._repairer = self._tasks.spawn(self._repair_loop(), name="recording:repair")
+
+    async def _repair_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.repair_interval)
+            try:
+                await self.repair_dead()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next pass tries again
+                logger.error("recording repair pass failed: %s", exc, exc_info=exc)
+
+    async def _live(self) -> set[str] | None:
+        """The ids of the live nodes; None when nobody can say (no presence, an outage)."""
+        if self.live_nodes is None:
+            return None
+        try:
+            live = set(await self.live_nodes())
+        except Exception as exc:
+            if self._presence_known:
+                logger.warning("recording repair: presence unavailable (%s): other nodes' "
+                               "recordings wait until it answers", exc)  # fmt: skip
+            self._presence_known = False
+            return None
+        self._presence_known = True
+        return live
+
+    async def _repair(self, *, own: bool, live: set[str] | None, limit: int | None) -> list[str]:
+        active = frozenset(r.id for r in self.active.values())  # read on the event loop
+        repaired = await asyncio.to_thread(self._repair_sync, own, live, limit, active)
         self.counts["repaired"] += len(repaired)
         return repaired
 
-    def _repair_sync(self) -> list[str]:
-        repaired = []
-        for manifest in self.store.list():
-            if manifest.state != "recording" or manifest.node not in ("", self.node_id):
+    def _lock_path(self, node_id: str) -> Path:
+        name = hashlib.sha256(node_id.encode()).hexdigest()[:32]  # any node id, a safe name
+        return self.directory / NODES_DIR / f"{name}.lock"
+
+    def _claim_sync(self) -> bool | None:
+        """Hold this node's lock in the recordings directory while it runs: True when held,
+        False when another running process holds it (the same node id twice), None when it
+        cannot be made (then nothing tells our liveness but presence)."""
+        if self._lock is not None:
+            return True
+        path = self._lock_path(self.node_id)
+        try:
+            make_private_dir(path.parent)
+            # A probe (lock_held) holds it for a moment; once refused, one try per recording.
+            deadline = time.monotonic() + (0.0 if self._lock_refused else 0.5)
+            while (handle := hold_lock(path)) is None:
+                if time.monotonic() > deadline:
+                    if not self._lock_refused:
+                        logger.error(
+                            "another running process records as node %s in %s (two nodes with "
+                            "one node id): their recordings are not repaired at this start; "
+                            "give every node its own node id", self.node_id, self.directory,
+                        )  # fmt: skip
+                    self._lock_refused = True
+                    return False
+                time.sleep(0.02)
+            with contextlib.suppress(OSError):
+                handle.truncate(0)
+                handle.write(f"{self.node_id}\n{os.getpid()}\n".encode())
+                handle.flush()
+        except OSError as exc:
+            logger.warning("recording: cannot hold node lock %s: %s", path, exc)
+            return None
+        self._lock = handle
+        return True
+
+    def _node_alive(self, node: str, live: Collection[str]) -> bool:
+        if node in live:
+            return True
+        try:
+            return lock_held(self._lock_path(node))
+        except OSError:
+            return True  # cannot tell: leave it
+
+    def _quiet(self, directory: Path) -> bool:
+        """No file of the recording changed for `repair_quiet` seconds (a clock ahead of ours
+        on a shared file system counts as a change)."""
+        newest = directory.stat().st_mtime
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+        return time.time() - newest >= self.repair_quiet
+
+    def _crashed(self) -> list[tuple[Path, Manifest]]:
+        """Recordings whose manifest says `recording`, oldest first; finished ones are not read
+        again."""
+        found = []
+        try:
+            entries = sorted(os.scandir(self.directory), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return []  # nothing recorded yet (a start refuses a file in its place)
+        except OSError as exc:
+            if "" not in self._unreadable:
+                self._unreadable.add("")
+                logger.warning("recording repair: cannot list %s: %s", self.directory, exc)
+            return []
+        for entry in entries:
+            name = entry.name
+            if name in self._settled or name.startswith(".") or not entry.is_dir():
                 continue
-            directory = self.store.directory(manifest.id)
+            try:
+                check_recording_id(name)
+                manifest = Manifest.load(entry.path)
+            except FileNotFoundError:
+                continue  # being created, or not a recording
+            except (ValueError, KeyError, TypeError, OSError) as exc:
+                if name not in self._unreadable:
+                    self._unreadable.add(name)
+                    logger.warning("recording repair: skipping %s: %s", name, exc)
+                continue
+            if manifest.state != "recording":
+                self._settled.add(name)
+            else:
+                found.append((Path(entry.path), manifest))
+        found.sort(key=lambda item: item[1].started_ms)
+        return found
+
+    def _repair_sync(
+        self, own: bool, live: set[str] | None, limit: int | None, active: frozenset[str]
+    ) -> list[str]:
+        repaired: list[str] = []
+        attempts = 0
+        for directory, manifest in self._crashed():
+            if manifest.id in active:
+                continue
+            if manifest.node in ("", self.node_id):
+                if not own:
+                    continue
+            elif live is None or self._node_alive(manifest.node, live):
+                continue
+            else:
+                try:
+                    if not self._quiet(directory):
+                        continue
+                except OSError:
+                    continue
+            if limit is not None and attempts >= limit:
+                logger.info("recording repair: more crashed recordings wait for the next pass")
+                break
+            attempts += 1
+            try:
+                if self._repair_one(directory):
+                    repaired.append(manifest.id)
+            except Exception as exc:  # one bad recording never stops the others
+                if manifest.id not in self._repair_failed:  # retried each pass, logged once
+                    self._repair_failed.add(manifest.id)
+                    logger.error("recording %s could not be repaired: %s", manifest.id, exc)
+        return repaired
+
+    def _repair_one(self, directory: Path) -> bool:
+        """Repair one recording, under a lock two repairing nodes cannot both hold; False when
+        another node is repairing it or has (its manifest no longer says `recording`)."""
+        lock_path = directory / ".repair.lock"
+        lock = hold_lock(lock_path)
+        if lock is None:
+            return False
+        try:
+            manifest = Manifest.load(directory)  # again, under the lock
+            if manifest.state != "recording":
+                self._settled.add(directory.name)
+                return False
             for track in manifest.tracks:
                 track.segments = [_measured(directory, s) for s in track.segments]
                 track.segments += _unlisted_segments(directory, track.key, track.segments)
@@ -245,9 +476,15 @@ class RecordingService:
                 if entry.left_ms is None:
                     entry.left_ms = manifest.stopped_ms
             manifest.save(directory)
-            repaired.append(manifest.id)
-            logger.warning("recording %s was interrupted (server stopped); repaired", manifest.id)
-        return repaired
+        finally:
+            with contextlib.suppress(OSError):
+                lock_path.unlink()
+            lock.close()
+        self._settled.add(directory.name)
+        whose = "this node" if manifest.node in ("", self.node_id) else f"node {manifest.node}"
+        logger.warning("recording %s was interrupted (%s stopped while recording); repaired",
+                       manifest.id, whose)  # fmt: skip
+        return True
 
     # -- errors and helpers ------------------------------------------------------------------
 

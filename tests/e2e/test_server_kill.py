@@ -1,15 +1,21 @@
 """kill -9 of a recording server (issue #6): `orbridge serve` records what `orbridge publish
 --synthetic` sends (the pictures carry their capture time); the server is killed; the file
-decodes up to within 2 s of the kill, and the restarted server repairs the manifest."""
+decodes up to within 2 s of the kill, and the restarted server repairs the manifest: with
+--node-id, and with the default node id, kept in the data directory (issue #11 item 5: it used
+to change at every start, and the restarted node left the recording in `recording`)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from orbridge.recording.manifest import Manifest
 from orbridge.rooms.roles import Role
@@ -19,10 +25,13 @@ from tests.recording.conftest import decode_file
 from tests.support import ROOT, SECRET, ServerProcess
 
 
-async def test_kill_9_mid_recording_loses_at_most_two_seconds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("node_id", ["node-a", None], ids=["node-id", "default-node-id"])
+async def test_kill_9_mid_recording_loses_at_most_two_seconds(
+    tmp_path: Path, node_id: str | None
+) -> None:
     recordings = tmp_path / "recordings"
-    flags = ("--node-id", "node-a", "--data-dir", str(tmp_path), "--recordings-dir",
-             str(recordings))  # fmt: skip
+    flags = (*(("--node-id", node_id) if node_id else ()), "--data-dir", str(tmp_path),
+             "--recordings-dir", str(recordings))  # fmt: skip
     server = await asyncio.to_thread(ServerProcess, *flags)
     moderator = RoomClient(server.url, mint("or-1", Role.MODERATOR, "Dr Li", "mod-li"))
     await moderator.connect()
@@ -57,6 +66,12 @@ async def test_kill_9_mid_recording_loses_at_most_two_seconds(tmp_path: Path) ->
     print(f"\nserver kill -9: {decoded.frames} frames decodable, last {loss:.2f} s before kill")
     assert loss < 2.0
     assert Manifest.load(directory).state == "recording"  # as the crash left it
+    if node_id is None:  # generated at the first start, 0600 in the 0700 data directory
+        node_id_file = tmp_path / "node_id"
+        assert stat.S_IMODE(os.stat(node_id_file).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(tmp_path).st_mode) == 0o700
+        node_id = node_id_file.read_text().strip()
+    assert Manifest.load(directory).node == node_id
 
     # the node comes back: the recording is marked interrupted, with what the file holds
     server = await asyncio.to_thread(ServerProcess, *flags)
@@ -68,5 +83,9 @@ async def test_kill_9_mid_recording_loses_at_most_two_seconds(tmp_path: Path) ->
         assert abs(segment.duration - (decoded.times[-1] + 1 / 30)) < 0.1
         assert manifest.stopped_ms <= killed_ms + 100
         assert all(p.left_ms is not None for p in manifest.participants)
+        assert f"recording {started['id']} was interrupted (this node stopped" in server.log()
+        assert (tmp_path / "node_id").exists() == (node_id != "node-a")
+        if node_id != "node-a":  # the same node id at the second start
+            assert (tmp_path / "node_id").read_text().strip() == node_id
     finally:
         await asyncio.to_thread(server.stop)

@@ -3,11 +3,19 @@ from __future__ import annotations
 import os
 import re
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from orbridge.signaling.settings import SettingsError, load_settings
+from orbridge.signaling.settings import (
+    SettingsError,
+    claim_node_id,
+    load_or_create_node_id,
+    load_settings,
+)
 
 
 def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
@@ -172,3 +180,83 @@ def test_data_dir_and_its_missing_parents_are_created_0700(tmp_path: Path) -> No
     assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "a" / "b").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "a" / "b" / "secret").stat().st_mode) == 0o600
+
+
+def test_node_id_is_generated_once_and_kept_private(tmp_path: Path) -> None:
+    data = tmp_path / "a" / "data"
+    old = os.umask(0o022)
+    try:
+        first = claim_node_id(None, data)
+    finally:
+        os.umask(old)
+    first.close()
+    assert first.source == "data_dir" and first.created and first.warning is None
+    assert re.fullmatch(r"orbridge-[A-Za-z0-9.-]+-[0-9a-f]{8}", first.node_id)
+    path = data / "node_id"
+    assert path.read_text() == first.node_id + "\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
+    second = claim_node_id(None, data)  # the next start
+    second.close()
+    assert (second.node_id, second.source, second.created) == (first.node_id, "data_dir", False)
+    assert load_or_create_node_id(data) == first.node_id
+
+
+def test_configured_node_id_wins(tmp_path: Path) -> None:
+    s = load_settings(flags={"data_dir": str(tmp_path), "node_id": "node-a"}, environ={})
+    identity = claim_node_id(s.node_id, s.data_dir)
+    assert (identity.node_id, identity.source) == ("node-a", "setting")
+    assert not (tmp_path / "node_id").exists()
+    s = load_settings(flags={"data_dir": str(tmp_path)}, environ={"ORBRIDGE_NODE_ID": " node-b "})
+    assert s.node_id == "node-b"
+    assert load_settings(flags={"data_dir": str(tmp_path)}, environ={}).node_id is None
+    with pytest.raises(SettingsError, match="node_id"):
+        load_settings(flags={"node_id": "two words"}, environ={})
+
+
+def test_racing_processes_read_the_winners_node_id(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    script = (
+        "import sys, time; from pathlib import Path\n"
+        "from orbridge.signaling.settings import load_or_create_node_id\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+        "print(load_or_create_node_id(Path(sys.argv[1])))\n"
+    )
+    start = str(time.time() + 1.0)  # every process past its imports, then all at once
+    command = [sys.executable, "-c", script, str(data), start]
+    procs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    outputs = [p.communicate(timeout=30) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
+    ids = {out.strip() for out, _ in outputs}
+    assert ids == {(data / "node_id").read_text().strip()}
+
+
+def test_a_second_process_on_the_data_dir_runs_under_an_id_of_its_own(tmp_path: Path) -> None:
+    first = claim_node_id(None, tmp_path)
+    try:
+        second = claim_node_id(None, tmp_path)  # the first one's lock is held
+        assert second.source == "this_run" and second.node_id != first.node_id
+        assert second.warning is not None and first.node_id in second.warning
+        second.close()
+    finally:
+        first.close()
+    again = claim_node_id(None, tmp_path)  # the first one stopped: its id is free again
+    again.close()
+    assert again.node_id == first.node_id
+
+
+def test_a_data_dir_that_cannot_be_made_runs_under_an_id_for_this_run(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")  # a file where the directory should be (root or not)
+    identity = claim_node_id(None, tmp_path / "file" / "data")
+    assert identity.source == "this_run" and identity.node_id.startswith("orbridge-")
+    assert "cannot keep the node id" in (identity.warning or "")
+
+
+def test_a_node_id_file_without_a_node_id_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "node_id").write_text("not a node id\n")
+    with pytest.raises(SettingsError, match="does not hold a node id"):
+        claim_node_id(None, tmp_path)
