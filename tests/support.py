@@ -189,9 +189,13 @@ class ServerProcess:
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # A data directory of its own unless the test gives one: never the user's (the node id,
+        # the recordings and their locks would land in ~/.local/share/orbridge).
+        self._own_dir = None if "--data-dir" in args else tempfile.mkdtemp(prefix="orbridge-node-")
+        own = ("--data-dir", self._own_dir) if self._own_dir else ()
         cmd = [
             sys.executable, "-m", "orbridge.signaling.cli", "serve",
-            "--port", str(self.port), *(["--secret", secret] if secret else []), *args,
+            "--port", str(self.port), *(["--secret", secret] if secret else []), *own, *args,
         ]  # fmt: skip
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"orbridge-node-{self.port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -219,6 +223,8 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait(10)
         self._log.close()
+        if self._own_dir is not None:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
