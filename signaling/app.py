@@ -155,9 +155,10 @@ def create_app(
         client_manager=manager,
         cors_allowed_origins=origins,
         max_http_buffer_size=ENGINEIO_MAX_BYTES,
-        # A dead client (no FIN: a hung OR laptop, a cut link) is declared gone within 9 s.
-        ping_interval=4,
-        ping_timeout=5,
+        # A dead client (no FIN: a hung OR laptop, a cut link) is declared gone within
+        # ping_interval + ping_timeout (4 + 5 s by default).
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
         logger=False,
         engineio_logger=False,
     )

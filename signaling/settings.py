@@ -58,6 +58,9 @@ class Settings(BaseModel):
     # A room's consultation (overlay, vitals, alarms, limits) ends after it has been empty on
     # every node this long (seconds), or when a moderator sends end_consultation.
     room_empty_timeout: float = Field(300.0, gt=0, le=24 * 3600)
+    # Engine.IO pings: a client that answers none for ping_interval + ping_timeout is gone.
+    ping_interval: float = Field(4.0, ge=1, le=60)
+    ping_timeout: float = Field(5.0, ge=1, le=60)
     # The longest a join token may live, whoever minted it (refresh_token re-mints within it).
     max_token_ttl: int = Field(24 * 3600, ge=60, le=7 * 24 * 3600)
     # media (WebRTC)

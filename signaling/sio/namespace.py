@@ -23,12 +23,12 @@ from orbridge.rooms.room import Room
 from orbridge.rooms.sanctions import Sanctions, now_ms
 from orbridge.rooms.service import RoomService
 from orbridge.rooms.tasks import Tasks
+from orbridge.signaling.json_body import MAX_DEPTH
 from orbridge.signaling.metrics import Metrics
 from orbridge.signaling.settings import Settings
 from orbridge.signaling.sio import schemas
 from orbridge.signaling.sio.gate import Ack, EventSpec, fail, ok, parse
 from orbridge.signaling.sio.packet import TOO_DEEP
-from orbridge.signaling.web.json_body import MAX_DEPTH
 
 log = logging.getLogger("orbridge.signaling")
 

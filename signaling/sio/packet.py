@@ -13,7 +13,7 @@ from typing import Any
 
 import socketio
 
-from orbridge.signaling.web.json_body import MAX_DEPTH, nesting_depth
+from orbridge.signaling.json_body import MAX_DEPTH, nesting_depth
 
 TOO_DEEP = "\x00payload_too_deep"  # no client event can collide with a NUL-led name
 

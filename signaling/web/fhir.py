@@ -27,9 +27,9 @@ from orbridge.signaling.ingest.fhir import (
     number_waveforms,
     parse_observations,
 )
+from orbridge.signaling.json_body import parse_json
 from orbridge.signaling.node import NODE
 from orbridge.signaling.web.api import auth_status, authenticate
-from orbridge.signaling.web.json_body import parse_json
 
 __all__ = [
     "MAX_BODY_BYTES",

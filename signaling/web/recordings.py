@@ -33,10 +33,10 @@ from orbridge.recording.manifest import Manifest, check_file_name, check_recordi
 from orbridge.rooms.errors import DomainError
 from orbridge.rooms.roles import Grant
 from orbridge.rooms.tokens import Claims
+from orbridge.signaling.json_body import parse_json
 from orbridge.signaling.node import NODE, Node
 from orbridge.signaling.sio.gate import describe
 from orbridge.signaling.web.api import auth_status, authenticate, error_response
-from orbridge.signaling.web.json_body import parse_json
 from orbridge.signaling.web.pages import _render
 from orbridge.signaling.web.recording_models import LibraryQuery, RecordingPatch
 

@@ -239,7 +239,9 @@ def metric(text: str, name: str) -> float:
 
 
 async def test_a_stalled_client_loses_waveforms_not_the_room(start_node: StartNode) -> None:
-    node = await start_node(event_rate=1000, event_burst=1000)  # the monitor floods on purpose
+    # the monitor floods on purpose; the stalled client reads nothing for longer than the
+    # default pings allow on a busy machine (it would be declared dead, rightly)
+    node = await start_node(event_rate=1000, event_burst=1000, ping_timeout=60)
     healthy = await node.client("or-1", Role.EXPERT, identity="healthy")
     ws = await slow_client(node.url, node.token("or-1", Role.EXPERT, identity="stalled"))
     monitor = await device(node)

@@ -14,8 +14,8 @@ from orbridge.rooms import tokens
 from orbridge.rooms.errors import DomainError
 from orbridge.rooms.roles import Role
 from orbridge.signaling.cli.client import ProtocolError
+from orbridge.signaling.json_body import nesting_depth, parse_json
 from orbridge.signaling.logs import ClientNoise
-from orbridge.signaling.web.json_body import nesting_depth, parse_json
 from tests.conftest import LiveNode
 from tests.support import SECRET
 
