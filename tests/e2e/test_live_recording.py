@@ -244,6 +244,18 @@ async def test_disk_full_is_reported_and_nothing_else_breaks(node: LiveNode) -> 
     await expert.media.close()
 
 
+async def full_disk_for(path: Path) -> None:
+    """`path` becomes /dev/full. A save in flight holds it for a moment (written, then
+    renamed): wait for the rename, then take the name (every later save opens /dev/full)."""
+    for _ in range(200):
+        try:
+            os.symlink("/dev/full", path)
+            return
+        except FileExistsError:
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"{path} stayed in the way")
+
+
 async def test_a_full_disk_is_reported_once_and_the_manifest_completes_when_it_returns(
     node: LiveNode,
 ) -> None:
@@ -254,7 +266,7 @@ async def test_a_full_disk_is_reported_once_and_the_manifest_completes_when_it_r
     started = await moderator.request("start_recording", {"consent": "verbal"})
     directory = node.node.recordings.store.directory(started["id"])
     os.symlink("/dev/full", directory / "laparoscope-dr-ma-001.webm")
-    os.symlink("/dev/full", directory / "manifest.json.tmp")  # every manifest write: ENOSPC
+    await full_disk_for(directory / "manifest.json.tmp")  # every manifest write: ENOSPC
     _, surgeon = await publish_or(node)
     error = await moderator.next_event("recording_error", wait=10)
     assert error["code"] == "disk_full"
