@@ -260,6 +260,25 @@ def verify(secret: str, token: object, room: str | None = None,
     )
 
 
+def signed_subject(secret: str, token: object) -> dict[str, str] | None:
+    """Who a refused token names (``identity``, ``role``, ``room``, ``jti``), if its signature
+    holds, whatever else is wrong with it (expired, for another room, too long-lived); None
+    when it is not ours. For the audit trail only: it admits no one."""
+    if not isinstance(token, str) or not token or len(token) > 4096:
+        return None
+    try:
+        payload = jwt.decode(token, secret, algorithms=[ALGORITHM],
+                             options={"verify_exp": False, "verify_nbf": False,
+                                      "verify_iat": False, "verify_iss": False})  # fmt: skip
+    except jwt.PyJWTError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    names = {"identity": "sub", "role": "role", "room": "room", "jti": "jti"}
+    return {mine: str(payload[theirs])[:64] for mine, theirs in names.items()
+            if isinstance(payload.get(theirs), str)}  # fmt: skip
+
+
 _CLAIMS = frozenset({"room", "sub", "name", "role", "grants", "library", "iat", "exp"})
 
 

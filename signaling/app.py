@@ -6,6 +6,7 @@ another layer's objects."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import socketio
@@ -26,6 +27,7 @@ from orbridge.rooms.service import RoomService
 from orbridge.rooms.vitals.hub import VitalsHub
 from orbridge.rooms.vitals.model import VitalsBatch
 from orbridge.signaling import __version__
+from orbridge.signaling.audit import AuditLog
 from orbridge.signaling.ingest.mllp import MllpListener
 from orbridge.signaling.logs import quiet_client_noise
 from orbridge.signaling.metrics import Metrics
@@ -164,7 +166,10 @@ def create_app(
     )
     metrics = Metrics()
     sanctions = Sanctions(settings.redis_url, prefix=settings.redis_prefix)
-    namespace = RoomNamespace(settings, secret, rooms, metrics, sanctions=sanctions)
+    audit = AuditLog(
+        settings.audit_path, info.node_id, trusted_proxies=settings.trusted_proxies
+    )
+    namespace = RoomNamespace(settings, secret, rooms, metrics, sanctions=sanctions, audit=audit)
     rooms.bind(namespace)
     router = build_media(settings, namespace, router_class)
 
@@ -204,7 +209,7 @@ def create_app(
     RecordingEvents(namespace, recordings, router, annotations, vitals)
     node = Node(
         settings, secret, info, presence, rooms, registry, sio, namespace, metrics, router,
-        vitals, annotations, recordings, mllp,
+        vitals, annotations, recordings, audit, mllp,
     )  # fmt: skip
     app[NODE] = node
     add_header_rules(app)
@@ -214,6 +219,8 @@ def create_app(
     add_recording_routes(app)
 
     async def start(_: web.Application) -> None:
+        audit.start()  # first: its thread reads where the chain stands
+        audit.append("node_started", version=__version__, pid=os.getpid(), url=settings.base_url)
         await presence.start()
         await warn_if_node_id_alive(presence, info)  # before this node registers
         await rooms.start()
@@ -246,6 +253,8 @@ def create_app(
         await registry.stop()
         await sanctions.close()
         await presence.close()
+        audit.append("node_stopped", pid=os.getpid())
+        await audit.close()  # last: after every participant's departure was recorded
         identity.close()
 
     app.on_startup.append(start)

@@ -87,6 +87,15 @@ class Metrics:
             ["what"], registry=self.registry,
         )  # fmt: skip
 
+        self.audit = Gauge(
+            "orbridge_audit", "Audit trail: entries written, dropped (reported in gap entries), "
+            "gap entries, 1 while failing", ["what"], registry=self.registry,
+        )  # fmt: skip
+
+    def set_audit(self, stats: dict[str, int]) -> None:
+        for what, value in stats.items():
+            self.audit.labels(what).set(value)
+
     def set_recording(self, stats: dict[str, int]) -> None:
         for what in ("active", "bytes_written", "packets_dropped", "events_dropped"):
             self.recording.labels(what).set(stats.get(what, 0))

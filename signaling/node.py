@@ -15,6 +15,7 @@ from orbridge.rooms.presence import NodeInfo, PresenceStore
 from orbridge.rooms.room import RoomRegistry
 from orbridge.rooms.service import RoomService
 from orbridge.rooms.vitals.hub import VitalsHub
+from orbridge.signaling.audit import AuditLog
 from orbridge.signaling.ingest.mllp import MllpListener
 from orbridge.signaling.metrics import Metrics
 from orbridge.signaling.settings import Settings
@@ -36,6 +37,7 @@ class Node:
     vitals: VitalsHub
     annotations: AnnotationHub
     recordings: RecordingService
+    audit: AuditLog
     mllp: MllpListener | None = None
 
     def buses(self) -> dict[str, RoomBus]:

@@ -88,6 +88,9 @@ class Settings(BaseModel):
     mllp_allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOW))
     mllp_max_per_peer: int = Field(8, ge=1, le=64)  # the listener holds 64 in all
     mllp_idle_timeout: float = Field(180.0, gt=0, le=24 * 3600)
+    # Reverse proxies (CIDRs) whose X-Forwarded-For is believed for the audit trail's client
+    # address (docs/security.md, "Audit trail"); none by default: the socket's peer is named.
+    trusted_proxies: list[str] = Field(default_factory=list)
     # recording (docs/recording.md)
     recordings_dir: Path | None = None  # default: <data_dir>/recordings
     record_rooms: list[str] = Field(default_factory=list)  # room policy: globs recorded on join
@@ -166,6 +169,17 @@ class Settings(BaseModel):
             raise ValueError("no network given: to admit every address say 0.0.0.0/0,::/0")
         return [str(network) for network in parse_networks(items)]
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> Any:
+        # like mllp_allow, but empty is the default (no proxy is trusted)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            return value
+        items = [part for item in value for part in str(item).split(",") if part.strip()]
+        return [str(network) for network in parse_networks(items)]
+
     @field_validator("deidentify_regions")
     @classmethod
     def _regions(
@@ -201,6 +215,11 @@ class Settings(BaseModel):
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def audit_path(self) -> Path:
+        """The audit trail (docs/security.md): ``<data_dir>/audit.jsonl``."""
+        return self.data_dir / "audit.jsonl"
 
     @property
     def recordings_path(self) -> Path:
@@ -430,6 +449,7 @@ _LIST_FIELDS = {
     "turn_urls",
     "record_rooms",
     "mllp_allow",
+    "trusted_proxies",
 }
 
 

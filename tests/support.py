@@ -189,13 +189,15 @@ class ServerProcess:
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        # A data directory of its own unless the test gives one: never the user's (the node id,
-        # the recordings and their locks would land in ~/.local/share/orbridge).
-        self._own_dir = None if "--data-dir" in args else tempfile.mkdtemp(prefix="orbridge-node-")
-        own = ("--data-dir", self._own_dir) if self._own_dir else ()
+        env = dict(env or {})
+        self._data_dir: str | None = None
+        if "--data-dir" not in args and "ORBRIDGE_DATA_DIR" not in env:
+            # never the user's own data directory (its audit trail, its recordings)
+            self._data_dir = tempfile.mkdtemp(prefix="orbridge-node-data-")
+            env["ORBRIDGE_DATA_DIR"] = self._data_dir
         cmd = [
             sys.executable, "-m", "orbridge.signaling.cli", "serve",
-            "--port", str(self.port), *(["--secret", secret] if secret else []), *own, *args,
+            "--port", str(self.port), *(["--secret", secret] if secret else []), *args,
         ]  # fmt: skip
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"orbridge-node-{self.port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -204,7 +206,7 @@ class ServerProcess:
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **env},
         )
         if not wait_until(lambda: _http_ok(self.url + "/healthz"), 20):
             self.stop()
@@ -223,8 +225,8 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait(10)
         self._log.close()
-        if self._own_dir is not None:
-            shutil.rmtree(self._own_dir, ignore_errors=True)
+        if self._data_dir is not None:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -74,7 +74,7 @@ class RecordingListener:
 
     async def recording_started(self, recording: RoomRecording) -> None: ...
 
-    async def recording_stopped(self, manifest: Manifest, reason: str) -> None: ...
+    async def recording_stopped(self, manifest: Manifest, reason: str, by: str = "") -> None: ...
 
     def recording_error(self, room: str, recording_id: str, code: str, message: str) -> None: ...
 
@@ -184,7 +184,7 @@ class RecordingService:
         self.counts["stopped"] += 1
         logger.info("recording %s stopped (%s): %.1f s", manifest.id, reason, manifest.duration)
         for listener in self.listeners:
-            await listener.recording_stopped(manifest, reason)
+            await listener.recording_stopped(manifest, reason, by)
         return manifest
 
     async def close(self) -> None:

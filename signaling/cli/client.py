@@ -87,14 +87,15 @@ class RoomClient:
     async def _on_disconnect(self, reason: Any = None) -> None:
         self.disconnected.set()
 
-    async def connect(self, room: str | None = None, transport: str = "websocket") -> None:
+    async def connect(self, room: str | None = None, transport: str = "websocket",
+                      headers: dict[str, str] | None = None) -> None:  # fmt: skip
         auth: dict[str, Any] = {"token": self.token}
         if room is not None:
             auth["room"] = room
         try:
-            await self.sio.connect(
-                self.url, auth=auth, transports=[transport], wait_timeout=self.request_timeout
-            )
+            await self.sio.connect(self.url, auth=auth, transports=[transport],
+                                   wait_timeout=self.request_timeout,
+                                   headers=headers or {})  # fmt: skip
         except socketio.exceptions.ConnectionError as exc:
             raise self._refusal or ProtocolError("connect_failed", str(exc)) from exc
 

@@ -1,4 +1,4 @@
-"""The `orbridge` command: serve, token."""
+"""The `orbridge` command: serve, token, and the clients and tools behind it."""
 
 from __future__ import annotations
 
@@ -107,6 +107,13 @@ def _serve_parser(sub: Any) -> None:
         type=float,
         help="seconds an MLLP connection may go without an ORU^R01 message (default 180)",
     )
+    p.add_argument(
+        "--trusted-proxy",
+        dest="trusted_proxies",
+        action="append",
+        help="CIDRs of reverse proxies whose X-Forwarded-For names the client in the audit"
+        " trail, comma-separated (repeatable; default none: the socket's peer is named)",
+    )
     p.add_argument("--video-codec", dest="video_codec", choices=["VP8", "H264"])
     p.add_argument(
         "--keyframe-interval",
@@ -212,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add_recordings_parser(sub, _settings_flags)
+    from orbridge.signaling.cli.audit import add_audit_parser
+
+    add_audit_parser(sub)
     return parser
 
 
@@ -235,7 +245,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "video_codec", "ice_addresses", "announced_address", "stun_urls", "turn_urls",
             "turn_username", "turn_credential", "keyframe_interval", "track_stall_timeout",
             "mllp_port", "mllp_host", "mllp_bindings", "mllp_default_room", "mllp_allow",
-            "mllp_max_per_peer", "mllp_idle_timeout",
+            "mllp_max_per_peer", "mllp_idle_timeout", "trusted_proxies",
             "recordings_dir", "record_rooms", "record_consent",
         ],
     )  # fmt: skip
@@ -328,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             fields = ["secret", "secret_file", "data_dir", "recordings_dir"]
             return run_recordings(args, _load(args, fields))
+        if args.command == "audit":
+            from orbridge.signaling.cli.audit import run_audit
+
+            return run_audit(args, _load(args, ["data_dir"]))
         if args.command == "vitals":
             from orbridge.signaling.cli.vitals import run_vitals
 

@@ -104,6 +104,31 @@ def parse_mask(text: str) -> tuple[float, float, float, float]:
         raise ValueError(f"--mask {text!r}: {exc}") from None
 
 
+def _audit_export(settings: Any, recording_id: str, output: Path, options: Any) -> bool:
+    """The export in the audit trail (the server's file, in the data directory), before a
+    frame is read: no export goes unrecorded, so one that cannot be recorded does not run."""
+    import getpass
+    import os
+    import socket
+
+    from orbridge.signaling.audit import append_now
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no name for this uid (a container)
+        user = str(os.getuid())
+    try:
+        append_now(settings.audit_path, f"cli@{socket.gethostname()}", "recording_exported",
+                   recording=recording_id, output=str(output.absolute()), user=user,
+                   pid=os.getpid(), burn_in=options.burn_in, deidentify=options.deidentify,
+                   regions=options.regions_source if options.deidentify else None)  # fmt: skip
+    except OSError as exc:
+        print(f"{PROG}: cannot write the audit trail {settings.audit_path}: "
+              f"{exc.strerror or exc}; not exporting", file=sys.stderr)  # fmt: skip
+        return False
+    return True
+
+
 def _export(args: argparse.Namespace, settings: Any) -> int:
     # Heavy modules (PyAV, OpenCV) only here, so `orbridge serve` starts without them.
     from orbridge.recording.export.exporter import (
@@ -146,6 +171,8 @@ def _export(args: argparse.Namespace, settings: Any) -> int:
             file=sys.stderr,
         )
     output = Path(args.output) if args.output else Path.cwd() / f"{args.id}.mp4"
+    if not _audit_export(settings, args.id, output, options):
+        return 1
     bar = ProgressBar(sys.stderr)
     try:
         result = export_recording(settings.recordings_path, args.id, output, options, progress=bar)

@@ -23,6 +23,7 @@ from orbridge.rooms.room import Room
 from orbridge.rooms.sanctions import Sanctions, now_ms
 from orbridge.rooms.service import RoomService
 from orbridge.rooms.tasks import Tasks
+from orbridge.signaling.audit import AuditLog
 from orbridge.signaling.json_body import MAX_DEPTH
 from orbridge.signaling.metrics import Metrics
 from orbridge.signaling.settings import Settings
@@ -59,6 +60,7 @@ class RoomNamespace(socketio.AsyncNamespace):
         metrics: Metrics,
         namespace: str = "/",
         sanctions: Sanctions | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         super().__init__(namespace)
         self.settings = settings
@@ -66,6 +68,8 @@ class RoomNamespace(socketio.AsyncNamespace):
         self.rooms = rooms
         self.metrics = metrics
         self.sanctions = sanctions or Sanctions()
+        self.audit = audit or AuditLog.disabled()
+        self.addresses: dict[str, str | None] = {}  # sid -> the client's address (audit)
         self._expiry_task: asyncio.Task[None] | None = None
         self.claims: dict[str, tokens.Claims] = {}
         self.buckets: dict[str, TokenBucket] = {}
@@ -171,6 +175,9 @@ class RoomNamespace(socketio.AsyncNamespace):
     async def _connect(self, sid: str, environ: Any, auth: Any) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
         wanted_room = auth.get("room") if isinstance(auth, dict) else None
+        request = environ.get("aiohttp.request") if isinstance(environ, dict) else None
+        address = self.audit.client_address(request)
+        claims: tokens.Claims | None = None
         try:
             if wanted_room is not None and not isinstance(wanted_room, str):
                 raise DomainError("invalid_payload", "auth.room must be a string")
@@ -183,7 +190,9 @@ class RoomNamespace(socketio.AsyncNamespace):
         except DomainError as exc:
             self.metrics.errors.labels(exc.code).inc()
             log.info("connection refused: %s", exc.code)
+            self._audit_refused(exc.code, claims, token, wanted_room, address)
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.as_dict()) from None
+        self.addresses[sid] = address
         self.claims[sid] = claims
         self.buckets[sid] = TokenBucket(self.settings.event_rate, self.settings.event_burst)
         self.metrics.connections.set(len(self.claims))
@@ -192,6 +201,7 @@ class RoomNamespace(socketio.AsyncNamespace):
         self.claims.pop(sid, None)
         self.buckets.pop(sid, None)
         self.metrics.connections.set(len(self.claims))
+        self.addresses.pop(sid, None)
         local = self.rooms.participant(sid)
         if local is not None:
             await self._left(local, "disconnected")
@@ -205,6 +215,8 @@ class RoomNamespace(socketio.AsyncNamespace):
 
     async def _left(self, participant: Participant, reason: str) -> None:
         """A connection of this node is no longer in its room (whatever the reason)."""
+        self.audit.append("left", identity=participant.identity, role=participant.role.value,
+                          room=participant.room, reason=reason)  # fmt: skip
         for hook in self.leave_hooks:
             try:
                 await hook(participant, reason)
@@ -229,6 +241,14 @@ class RoomNamespace(socketio.AsyncNamespace):
     # handlers ---------------------------------------------------------------------
     async def on_join_event(self, sid: str, message: schemas.Join) -> dict[str, Any]:
         claims = self.claims[sid]
+        try:
+            return await self._join(sid, claims, message)
+        except DomainError as exc:
+            self._audit_refused(exc.code, claims, None, claims.room, self.addresses.get(sid))
+            raise
+
+    async def _join(self, sid: str, claims: tokens.Claims, message: schemas.Join
+                    ) -> dict[str, Any]:  # fmt: skip
         await self._check_sanctions(claims)  # a ban made since this connection connected
         present = await self.rooms.find(claims.room, claims.identity)
         if present is not None and present.sid != sid and present.token_id != claims.jti:
@@ -261,6 +281,9 @@ class RoomNamespace(socketio.AsyncNamespace):
         await self._joined(participant)
         await self.participant_joined(participant, skip_sid=sid)
         log.info("%s (%s) joined room %s", claims.identity, claims.role.value, claims.room)
+        self.audit.append("join", identity=claims.identity, name=claims.name,
+                          role=claims.role.value, room=claims.room, address=self.addresses.get(sid),
+                          token_id=claims.jti, transport=participant.transport)  # fmt: skip
         return self._snapshot(participant, members)
 
     async def on_leave_event(self, sid: str, message: schemas.Empty) -> None:
@@ -312,6 +335,10 @@ class RoomNamespace(socketio.AsyncNamespace):
         await self.participant_left(removed, "removed")
         log.info("%s removed %s from room %s (banned until %s)", me.identity, removed.identity,
                  me.room, until)  # fmt: skip
+        self.audit.append("participant_removed", room=me.room, identity=removed.identity,
+                          role=removed.role.value, by=me.identity, by_role=me.role.value,
+                          address=self.addresses.get(sid), banned_until=until,
+                          ban_s=message.ban_s, reason=message.reason)  # fmt: skip
         return {"identity": removed.identity, "banned_until": until}
 
     async def on_refresh_token_event(self, sid: str, message: schemas.Empty) -> dict[str, Any]:
@@ -323,6 +350,10 @@ class RoomNamespace(socketio.AsyncNamespace):
         if self.rooms.participant(sid) is not None:
             await self.rooms.update(sid, token_id=fresh.jti)
         log.info("%s refreshed its token (room %s)", claims.identity, claims.room)
+        self.audit.append("token_refreshed", identity=claims.identity, role=claims.role.value,
+                          room=claims.room, address=self.addresses.get(sid),
+                          token_id=fresh.jti, previous_token_id=claims.jti, chain=fresh.chain,
+                          expires_at=fresh.expires_at)  # fmt: skip
         return {"token": token, "expires_at": fresh.expires_at,
                 "server_time": int(time.time() * 1000)}  # fmt: skip
 
@@ -372,6 +403,8 @@ class RoomNamespace(socketio.AsyncNamespace):
         me = self.me(sid)
         ended_ms = await self.rooms.registry.end(me.room, me.identity)
         log.info("%s ended the consultation in room %s", me.identity, me.room)
+        self.audit.append("consultation_ended", room=me.room, by=me.identity,
+                          by_role=me.role.value, address=self.addresses.get(sid))  # fmt: skip
         return {"room": me.room, "ended_ms": ended_ms}
 
     async def _room_closed(self, room: Room, reason: str, by: str) -> None:
@@ -415,6 +448,21 @@ class RoomNamespace(socketio.AsyncNamespace):
         await self._evict(participant, "duplicate_identity")
 
     # helpers ----------------------------------------------------------------------
+    def _audit_refused(self, code: str, claims: tokens.Claims | None, token: Any,
+                       room: Any, address: str | None) -> None:  # fmt: skip
+        """A refused connection or join in the audit trail: who (from its token, when that is
+        ours: an expired token still names its holder; a forged one names no one)."""
+        who: dict[str, Any]
+        if claims is not None:
+            who = {"identity": claims.identity, "role": claims.role.value, "room": claims.room,
+                   "token_id": claims.jti}  # fmt: skip
+        else:
+            who = tokens.signed_subject(self.secret, token) or {}
+            who = {"identity": who.get("identity"), "role": who.get("role"),
+                   "room": who.get("room") or (room if isinstance(room, str) else None),
+                   "token_id": who.get("jti")}  # fmt: skip
+        self.audit.append("join_refused", code=code, **who, address=address)
+
     def _presence_changed(self, change: str, participant: Participant, reason: str) -> None:
         for hook in self.presence_hooks:
             try:

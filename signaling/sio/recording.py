@@ -123,12 +123,26 @@ class RecordingEvents(RecordingListener):
 
     async def recording_started(self, recording: RoomRecording) -> None:
         self.namespace.metrics.recordings.labels("started").inc()
+        manifest = recording.manifest
+        self.namespace.audit.append(
+            "recording_started", recording=manifest.id, room=manifest.room,
+            by=manifest.started_by.get("identity", ""), by_role=manifest.started_by.get("role"),
+            consent=manifest.consent.state, procedure=manifest.procedure,
+        )  # fmt: skip
         await self.namespace.emit(
             "recording_started", _public(recording), room=sio_room(recording.room)
         )
 
-    async def recording_stopped(self, manifest: Manifest, reason: str) -> None:
+    async def recording_stopped(self, manifest: Manifest, reason: str, by: str = "") -> None:
         self.namespace.metrics.recordings.labels("stopped").inc()
+        self.namespace.audit.append(
+            "recording_stopped",
+            recording=manifest.id,
+            room=manifest.room,
+            by=by,
+            reason=reason,
+            duration=round(manifest.duration, 3),
+        )
         await self.namespace.emit(
             "recording_stopped", _stopped(manifest, reason), room=sio_room(manifest.room)
         )

@@ -85,6 +85,7 @@ async def metrics(request: web.Request) -> web.Response:
     if node.mllp is not None:
         node.metrics.set_mllp(node.mllp.stats())
     node.metrics.set_recording(node.recordings.stats())
+    node.metrics.set_audit(node.audit.stats.snapshot())
     payload = await node.metrics.render(node.presence, len(node.namespace.claims))
     return web.Response(body=payload, headers={"Content-Type": "text/plain; version=0.0.4"})
 

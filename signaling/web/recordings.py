@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,17 +73,25 @@ LOCKS = web.AppKey("orbridge.recordings.locks", _Locks)
 
 
 audit = logging.getLogger("orbridge.audit")
+_HOLDER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def link_signature(secret: str, recording_id: str, name: str, exp: int) -> str:
-    message = f"{recording_id}\n{name}\n{exp}".encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+def link_signature(secret: str, recording_id: str, name: str, exp: int, holder: str = "") -> str:
+    message = f"{recording_id}\n{name}\n{exp}" + (f"\n{holder}" if holder else "")
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
-def signed_link(secret: str, recording_id: str, name: str, exp: int) -> str:
-    """A same-origin URL of one file of a recording, valid until ``exp`` (unix seconds)."""
-    sig = link_signature(secret, recording_id, name, exp)
-    return f"/recordings/{quote(recording_id)}/files/{quote(name)}?exp={exp}&sig={sig}"
+def signed_link(secret: str, recording_id: str, name: str, exp: int, holder: str = "") -> str:
+    """A same-origin URL of one file of a recording, valid until ``exp`` (unix seconds).
+    ``holder``: the id of the token it is given to (``tid``, signed too), which the audit
+    trail names when the file is opened."""
+    sig = link_signature(secret, recording_id, name, exp, holder)
+    tid = f"&tid={holder}" if holder else ""
+    return f"/recordings/{quote(recording_id)}/files/{quote(name)}?exp={exp}{tid}&sig={sig}"
+
+
+def _holder(claims: Claims | None) -> str:
+    return claims.jti if claims is not None and _HOLDER_RE.match(claims.jti) else ""
 
 
 def _link_expiry(node: Node, claims: Claims | None) -> int:
@@ -151,7 +160,7 @@ def _summary(node: Node, manifest: Manifest, claims: Claims | None, exp: int) ->
         "participants": len(manifest.participants),
         "chapters": len(manifest.chapters),
         "has_video": manifest.main_video() is not None,
-        "thumbnail": signed_link(node.secret, manifest.id, THUMBNAIL, exp),
+        "thumbnail": signed_link(node.secret, manifest.id, THUMBNAIL, exp, _holder(claims)),
         "can_edit": may_edit(claims, manifest),
     }
 
@@ -200,19 +209,25 @@ async def get_recording(request: web.Request) -> web.Response:
     if isinstance(loaded, web.Response):
         return loaded
     claims, manifest = loaded
-    # Who opened which patient's recording, when and from where (kept with the server's logs).
+    # Who opened which patient's recording, when and from where: the audit trail, and the log.
+    address = node.audit.client_address(request)
+    node.audit.append("recording_opened", recording=manifest.id, room=manifest.room,
+                      identity=claims.identity if claims else "api-key",
+                      role=claims.role.value if claims else None,
+                      token_id=claims.jti if claims else None, address=address)  # fmt: skip
     audit.info("recording %s opened by %s (%s) from %s", manifest.id,
                claims.identity if claims else "api-key", claims.role.value if claims else "-",
-               request.remote)  # fmt: skip
+               address)  # fmt: skip
     return web.json_response(_detail(node, manifest, claims))
 
 
 def _detail(node: Node, manifest: Manifest, claims: Claims | None) -> dict[str, Any]:
     exp = _link_expiry(node, claims)
     names = [*manifest.files(), manifest.events, THUMBNAIL]
+    holder = _holder(claims)
     return {
         **manifest.to_json(),
-        "links": {name: signed_link(node.secret, manifest.id, name, exp) for name in names},
+        "links": {name: signed_link(node.secret, manifest.id, name, exp, holder) for name in names},
         "links_expire": exp,
         "can_edit": may_edit(claims, manifest),
         "viewer": _viewer(claims),
@@ -256,6 +271,11 @@ async def patch_recording(request: web.Request) -> web.Response:
             except RecordingNotFound:
                 return error_response(404, "not_found", f"no recording {manifest.id!r}")
     log.info("recording %s edited by %s: %s", manifest.id, by, sorted(patch.model_fields_set))
+    node.audit.append("recording_edited", recording=manifest.id, room=manifest.room, by=by,
+                      by_role=claims.role.value if claims else None,
+                      address=node.audit.client_address(request),
+                      fields=sorted(patch.model_fields_set), consent=updated.consent.state,
+                      previous_consent=manifest.consent.state)  # fmt: skip
     return web.json_response(_detail(node, updated, claims))
 
 
@@ -286,10 +306,12 @@ def _content_type(manifest: Manifest, name: str) -> str:
 
 
 def _check_link(secret: str, recording_id: str, name: str, query: Any) -> DomainError | None:
-    exp_text, sig = query.get("exp", ""), query.get("sig", "")
+    exp_text, sig, holder = query.get("exp", ""), query.get("sig", ""), query.get("tid", "")
     if not exp_text.isdigit() or len(exp_text) > 12 or not sig:
         return DomainError("link_invalid", "this media link is incomplete")
-    expected = link_signature(secret, recording_id, name, int(exp_text))
+    if holder and not _HOLDER_RE.match(holder):
+        return DomainError("link_invalid", "this media link is not valid")
+    expected = link_signature(secret, recording_id, name, int(exp_text), holder)
     if not hmac.compare_digest(expected.encode(), sig.encode()):
         return DomainError("link_invalid", "this media link is not valid")
     if int(exp_text) < time.time():
@@ -318,17 +340,24 @@ async def get_file(request: web.Request) -> web.StreamResponse:
             # Links given out before the patient withdrew consent stop working at once.
             return error_response(403, "consent_withdrawn", "the patient withdrew consent")
         headers = {**FILE_HEADERS, "Content-Type": _content_type(manifest, name)}
+        made: Path | bytes | None = None
         if name == THUMBNAIL:
             async with request.app[LOCKS].thumbnail(recording_id):
                 made = await asyncio.to_thread(_thumbnail, store, manifest)
-            if isinstance(made, bytes):
-                return web.Response(body=made, headers=headers)
-        path = await asyncio.to_thread(store.file_path, recording_id, name)
+        if not isinstance(made, bytes):
+            made = await asyncio.to_thread(store.file_path, recording_id, name)
     except RecordingNotFound:
         return error_response(404, "not_found", f"no file {name!r} in recording {recording_id!r}")
     except ValueError as exc:
         return error_response(400, "invalid_file", str(exc))
-    return web.FileResponse(path, headers=headers)
+    # Every file served (each range request of a replay too) is in the audit trail.
+    node.audit.append("recording_file_opened", recording=recording_id, room=manifest.room,
+                      file=name, token_id=request.query.get("tid") or None,
+                      address=node.audit.client_address(request),
+                      range=request.headers.get("Range"))  # fmt: skip
+    if isinstance(made, bytes):
+        return web.Response(body=made, headers=headers)
+    return web.FileResponse(made, headers=headers)
 
 
 def _thumbnail(store: RecordingStore, manifest: Manifest) -> Path | bytes:
