@@ -166,9 +166,7 @@ def create_app(
     )
     metrics = Metrics()
     sanctions = Sanctions(settings.redis_url, prefix=settings.redis_prefix)
-    audit = AuditLog(
-        settings.audit_path, info.node_id, trusted_proxies=settings.trusted_proxies
-    )
+    audit = AuditLog(settings.audit_path, info.node_id, trusted_proxies=settings.trusted_proxies)
     namespace = RoomNamespace(settings, secret, rooms, metrics, sanctions=sanctions, audit=audit)
     rooms.bind(namespace)
     router = build_media(settings, namespace, router_class)
